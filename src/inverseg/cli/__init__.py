@@ -1,0 +1,1 @@
+"""Command line: ``inverseg <command> …``. Each command module registers its own sub-parser."""

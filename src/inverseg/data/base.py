@@ -1,0 +1,211 @@
+"""One dataset interface for every layout: a sample is a dict
+
+    image     float32 (3,H,W) in [-1, 1]
+    label     int64   (H,W)   class ids 0…N-1 or the spec's ignore index
+    instance  int64   (H,W)   instance ids (only for datasets that have them)
+    name      str             file stem, used to name outputs
+
+A layout module only finds the file pairs (``PairFiles``) and names the ``LabelSpec``; reading, validation,
+problem reporting and the joint transforms live here once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from ..labels import LabelError, LabelSpec, Palette
+from .transforms import JointTransform
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+
+class DatasetError(RuntimeError):
+    """A dataset cannot be used as asked (strict mode, or nothing usable). One line, naming the file."""
+
+
+@dataclass(frozen=True)
+class PairFiles:
+    image: Path | None  # None for label-only collections (synthesis inputs)
+    label: Path
+    instance: Path | None = None
+    name: str = ""
+
+
+@dataclass
+class ScanResult:
+    pairs: list[PairFiles]
+    problems: list[str] = field(default_factory=list)
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+def read_label_values(path: Path) -> np.ndarray:
+    """The raw values of a label PNG: palette-mode PNGs give their indices, not their colours."""
+    with Image.open(path) as image:
+        if image.mode in ("P", "L", "I", "I;16", "I;16B", "1"):
+            return np.asarray(image).astype(np.int64)
+        if image.mode in ("RGB", "RGBA"):
+            raise LabelError(
+                f"{path}: is a colour (RGB) label image, not an index map; fix: pass --palette FILE "
+                f"(lines id<TAB>name<TAB>R,G,B) so colours can be converted to ids"
+            )
+        raise LabelError(f"{path}: unsupported label image mode {image.mode}; fix: save it as an 8-bit index PNG")
+
+
+def read_label(path: Path, spec: LabelSpec, palette: Palette | None = None) -> np.ndarray:
+    """Label file → validated ids. Colour-coded files go through the palette; index files through the spec."""
+    if palette is not None:
+        with Image.open(path) as image:
+            if image.mode in ("RGB", "RGBA", "P"):
+                ids = palette.decode(np.asarray(image.convert("RGB")), source=str(path))
+                spec.validate(ids, source=str(path))
+                return ids
+    return spec.ids_from_raw(read_label_values(path), source=str(path))
+
+
+def read_instance(path: Path) -> np.ndarray:
+    with Image.open(path) as image:
+        return np.asarray(image).astype(np.int64)
+
+
+class PairDataset(torch.utils.data.Dataset):
+    """Reads ``PairFiles`` into samples; ``on_problem`` is "strict" (raise) or "skip" (drop and list).
+
+    Per-sample problems (undecodable file, size mismatch, bad label values) are found lazily in ``skip`` mode:
+    the sample is replaced by the next good one and the problem is recorded in ``problems``.  ``check()`` scans
+    everything up front (used by ``inverseg data check``).
+    """
+
+    def __init__(
+        self,
+        scan: ScanResult,
+        spec: LabelSpec,
+        transform: JointTransform | None = None,
+        palette: Palette | None = None,
+        seed: int = 0,
+        on_problem: str = "strict",
+        source: str = "dataset",
+    ) -> None:
+        if on_problem not in ("strict", "skip"):
+            raise ValueError(f"on_problem must be 'strict' or 'skip', got {on_problem!r}")
+        self.pairs = list(scan.pairs)
+        self.problems = list(scan.problems)
+        self.spec = spec
+        self.transform = transform or JointTransform()
+        self.palette = palette
+        self.seed = seed
+        self.epoch = 0
+        self.on_problem = on_problem
+        self.source = source
+        if self.problems and on_problem == "strict":
+            raise DatasetError(f"{source}: {self.problems[0]} (and {len(self.problems) - 1} more problems; "
+                               f"run 'inverseg data check' or use on_problem='skip')" if len(self.problems) > 1
+                               else f"{source}: {self.problems[0]}")
+        if not self.pairs:
+            raise DatasetError(f"{source}: no image/label pairs found; fix: check the path and --dataset kind")
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    @property
+    def has_instances(self) -> bool:
+        return all(p.instance is not None for p in self.pairs)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Augmentations differ per epoch but stay reproducible: rng = f(seed, epoch, index)."""
+        self.epoch = epoch
+
+    def load_arrays(self, pair: PairFiles) -> tuple[np.ndarray | None, np.ndarray, np.ndarray | None]:
+        label = read_label(pair.label, self.spec, self.palette)
+        image = None
+        if pair.image is not None:
+            try:
+                image = read_rgb(pair.image)
+            except (UnidentifiedImageError, OSError) as error:
+                raise DatasetError(f"{pair.image}: cannot decode image ({error})") from None
+            if image.shape[:2] != label.shape:
+                raise DatasetError(
+                    f"{pair.image}: image is {image.shape[1]}×{image.shape[0]} but label {pair.label.name} is "
+                    f"{label.shape[1]}×{label.shape[0]}; fix: resize the label with nearest neighbour"
+                )
+        instance = read_instance(pair.instance) if pair.instance is not None else None
+        if instance is not None and instance.shape != label.shape:
+            raise DatasetError(f"{pair.instance}: instance map size {instance.shape} differs from label {label.shape}")
+        return image, label, instance
+
+    def __getitem__(self, index: int) -> dict:
+        for attempt in range(len(self.pairs)):
+            pair = self.pairs[(index + attempt) % len(self.pairs)]
+            try:
+                image, label, instance = self.load_arrays(pair)
+            except (DatasetError, LabelError, UnidentifiedImageError, OSError) as error:
+                if self.on_problem == "strict":
+                    raise
+                self.problems.append(str(error))
+                continue
+            rng = np.random.default_rng([self.seed, self.epoch, index]) if self.transform.is_random else None
+            if image is None:
+                image = np.zeros((*label.shape, 3), dtype=np.uint8)
+            image, label, instance = self.transform(image, label, instance, rng)
+            return make_sample(image, label, instance, pair.name)
+        raise DatasetError(f"{self.source}: every sample failed to load; first problem: {self.problems[0]}")
+
+    def check(self, progress: Callable | None = None) -> list[str]:
+        """Load every pair once; return all problems (scan-time ones included)."""
+        problems = list(self.problems)
+        iterator = progress(self.pairs) if progress else self.pairs
+        for pair in iterator:
+            try:
+                self.load_arrays(pair)
+            except (DatasetError, LabelError, UnidentifiedImageError, OSError) as error:
+                problems.append(str(error))
+        return problems
+
+
+def make_sample(image: np.ndarray, label: np.ndarray, instance: np.ndarray | None, name: str) -> dict:
+    sample = {
+        "image": torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(127.5).sub_(1.0),
+        "label": torch.from_numpy(np.ascontiguousarray(label)).long(),
+        "name": name,
+    }
+    if instance is not None:
+        sample["instance"] = torch.from_numpy(np.ascontiguousarray(instance)).long()
+    return sample
+
+
+def pair_by_stem(
+    images: list[Path], labels: list[Path], source: str, label_suffix: str = "", image_suffix: str = ""
+) -> ScanResult:
+    """Match images and labels by file stem (after removing the given suffixes); unmatched files are problems."""
+
+    def key(path: Path, suffix: str) -> str:
+        stem = path.stem
+        return stem[: -len(suffix)] if suffix and stem.endswith(suffix) else stem
+
+    by_key = {key(p, label_suffix): p for p in labels}
+    image_keys = {key(p, image_suffix): p for p in images}
+    pairs, problems = [], []
+    for name in sorted(image_keys):
+        if name in by_key:
+            pairs.append(PairFiles(image=image_keys[name], label=by_key[name], name=name))
+        else:
+            problems.append(f"{image_keys[name]}: no label file for this image (missing partner)")
+    for name in sorted(set(by_key) - set(image_keys)):
+        problems.append(f"{by_key[name]}: no image file for this label (missing partner)")
+    return ScanResult(pairs, problems)
+
+
+def list_files(folder: Path, suffixes: tuple[str, ...] = IMAGE_SUFFIXES, recursive: bool = False) -> list[Path]:
+    if not folder.is_dir():
+        return []
+    iterator = folder.rglob("*") if recursive else folder.iterdir()
+    return sorted(p for p in iterator if p.is_file() and p.suffix.lower() in suffixes)
