@@ -45,7 +45,7 @@ class ScanResult:
 
 def read_rgb(path: Path) -> np.ndarray:
     with Image.open(path) as image:
-        return np.asarray(image.convert("RGB"))
+        return np.array(image.convert("RGB"))  # a writable copy: torch.from_numpy warns on read-only arrays
 
 
 def read_label_values(path: Path) -> np.ndarray:
@@ -62,13 +62,11 @@ def read_label_values(path: Path) -> np.ndarray:
 
 
 def read_label(path: Path, spec: LabelSpec, palette: Palette | None = None) -> np.ndarray:
-    """Label file → validated ids. Colour-coded files go through the palette; index files through the spec."""
-    if palette is not None:
-        with Image.open(path) as image:
-            if image.mode in ("RGB", "RGBA", "P"):
-                ids = palette.decode(np.asarray(image.convert("RGB")), source=str(path))
-                spec.validate(ids, source=str(path))
-                return ids
+    """Label file → validated ids. RGB files are decoded through the palette; index files through the spec."""
+    with Image.open(path) as image:
+        if image.mode in ("RGB", "RGBA") and palette is not None:
+            raw = palette.decode(np.asarray(image.convert("RGB")), source=str(path))
+            return spec.ids_from_raw(raw, source=str(path))
     return spec.ids_from_raw(read_label_values(path), source=str(path))
 
 
@@ -125,7 +123,10 @@ class PairDataset(torch.utils.data.Dataset):
         self.epoch = epoch
 
     def load_arrays(self, pair: PairFiles) -> tuple[np.ndarray | None, np.ndarray, np.ndarray | None]:
-        label = read_label(pair.label, self.spec, self.palette)
+        try:
+            label = read_label(pair.label, self.spec, self.palette)
+        except (UnidentifiedImageError, OSError) as error:
+            raise DatasetError(f"{pair.label}: cannot decode label ({error})") from None
         image = None
         if pair.image is not None:
             try:
@@ -137,7 +138,10 @@ class PairDataset(torch.utils.data.Dataset):
                     f"{pair.image}: image is {image.shape[1]}×{image.shape[0]} but label {pair.label.name} is "
                     f"{label.shape[1]}×{label.shape[0]}; fix: resize the label with nearest neighbour"
                 )
-        instance = read_instance(pair.instance) if pair.instance is not None else None
+        try:
+            instance = read_instance(pair.instance) if pair.instance is not None else None
+        except (UnidentifiedImageError, OSError) as error:
+            raise DatasetError(f"{pair.instance}: cannot decode instance map ({error})") from None
         if instance is not None and instance.shape != label.shape:
             raise DatasetError(f"{pair.instance}: instance map size {instance.shape} differs from label {label.shape}")
         return image, label, instance
@@ -150,7 +154,8 @@ class PairDataset(torch.utils.data.Dataset):
             except (DatasetError, LabelError, UnidentifiedImageError, OSError) as error:
                 if self.on_problem == "strict":
                     raise
-                self.problems.append(str(error))
+                if str(error) not in self.problems:  # a bad sample is met again every epoch
+                    self.problems.append(str(error))
                 continue
             rng = np.random.default_rng([self.seed, self.epoch, index]) if self.transform.is_random else None
             if image is None:
@@ -167,7 +172,8 @@ class PairDataset(torch.utils.data.Dataset):
             try:
                 self.load_arrays(pair)
             except (DatasetError, LabelError, UnidentifiedImageError, OSError) as error:
-                problems.append(str(error))
+                if str(error) not in problems:  # already recorded by __getitem__ in skip mode
+                    problems.append(str(error))
         return problems
 
 

@@ -88,6 +88,6 @@ def _resize(array: np.ndarray, size: tuple[int, int], method: int) -> np.ndarray
     """Resize an (H,W[,3]) array with PIL; integer maps go through 32-bit mode 'I' so ids above 255 survive."""
     height, width = size
     if array.ndim == 3:
-        return np.asarray(Image.fromarray(array).resize((width, height), method))
+        return np.array(Image.fromarray(array).resize((width, height), method))  # writable, for torch
     resized = Image.fromarray(array.astype(np.int32)).resize((width, height), method)
     return np.asarray(resized).astype(array.dtype)

@@ -237,6 +237,8 @@ class Palette:
                 raise LabelError(
                     f"{path}:{number}: {error}; fix: write lines as id<TAB>name<TAB>R,G,B"
                 ) from None
+            if ids[-1] in ids[:-1]:  # to_spec would otherwise renumber the classes wrongly
+                raise LabelError(f"{path}:{number}: id {ids[-1]} is listed twice; fix: give every entry its own id")
             names.append(fields[1])
             colors.append(rgb)
         if not ids:
@@ -272,21 +274,31 @@ class Palette:
         return np.asarray(self.ids, dtype=np.int64)[order][position]
 
     def to_spec(self, name: str, ignore_id: int | None = None) -> LabelSpec:
-        """A LabelSpec for a folder dataset: ids must be 0…N-1 apart from the optional ignore id."""
-        class_ids = sorted(i for i in self.ids if i != ignore_id)
-        if class_ids != list(range(len(class_ids))):
-            raise LabelError(
-                f"{self.source}: class ids must be 0…N-1 (apart from the ignore id {ignore_id}); got {class_ids}; "
-                f"fix: renumber the palette or pass --ignore-id"
-            )
+        """A LabelSpec whose classes are the palette's ids in increasing order (renumbered 0…N-1).
+
+        The palette's ids are the values stored in index files (or produced by ``decode``); ``raw_to_id`` maps
+        them to the contiguous class ids, and ``ignore_id`` (if any) to the internal ignore index 255.
+        """
         by_id = {i: (n, c) for i, n, c in zip(self.ids, self.names, self.colors)}
+        class_ids = sorted(i for i in self.ids if i != ignore_id)
+        if min(self.ids) < 0 or max(self.ids) > 65535:
+            raise LabelError(f"{self.source}: palette ids must be in 0–65535; fix: renumber the palette")
+        if ignore_id is not None and not 0 <= ignore_id <= 65535:
+            raise LabelError(f"{self.source}: ignore id {ignore_id} is not in 0–65535; fix: pass a file value")
+        mapping = {raw: new for new, raw in enumerate(class_ids)}
+        if ignore_id is not None:
+            mapping[ignore_id] = 255
+        if len(class_ids) > 255:
+            raise LabelError(f"{self.source}: {len(class_ids)} classes; at most 255 are supported with a palette")
         void_color = by_id[ignore_id][1] if ignore_id in by_id else (0, 0, 0)
         return LabelSpec(
             name=name,
             class_names=tuple(by_id[i][0] for i in class_ids),
             colors=tuple(by_id[i][1] for i in class_ids),
-            ignore_index=ignore_id,
+            ignore_index=255,
             void_color=void_color,
+            raw_to_id=make_lut(mapping, size=max(256, max(self.ids) + 1, (ignore_id or 0) + 1)),
+            raw_description=f"the ids of palette {self.source}",
         )
 
 

@@ -1,0 +1,62 @@
+"""``inverseg synthesize``: label maps (a file or a folder) → images, named after the inputs."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from tqdm import tqdm
+
+from ..data.base import list_files
+from ..pipeline import Pipeline
+from ..train.checkpoint import CheckpointError
+from .main import UserError, add_command
+
+
+def register(subparsers) -> None:
+    parser = add_command(
+        subparsers, "synthesize", "synthesize images from label maps with a trained run",
+        "  inverseg synthesize --checkpoint runs/crn-camvid --labels ../shared/data/camvid/valannot --out out/\n"
+        "  inverseg synthesize --checkpoint runs/crn-div --labels layout.png --out out/ --k 9\n"
+        "  inverseg synthesize --checkpoint runs/spade --labels layout.png --out out/ --style-image photo.jpg\n",
+    )
+    parser.add_argument("--checkpoint", required=True, help="run directory or checkpoint directory")
+    parser.add_argument("--labels", required=True, help="label PNG (index or colour-coded) or a folder of them")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--k", type=int, default=1, help="images per label map (default 1)")
+    parser.add_argument("--size", choices=("model", "input"), default="model",
+                        help="output at the model's resolution (default) or resized to the input's")
+    parser.add_argument("--seed", type=int, help="random seed for methods with random appearance")
+    parser.add_argument("--style-image", help="reference photo whose appearance to copy (SPADE with VAE)")
+    parser.add_argument("--device", default="cpu", help="cpu (default), cuda, …")
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    try:
+        pipe = Pipeline.from_pretrained(args.checkpoint, device=args.device)
+    except CheckpointError as error:
+        raise UserError(str(error)) from None
+    source = Path(args.labels)
+    if source.is_dir():
+        files = list_files(source, (".png", ".bmp", ".tif", ".tiff"))
+        if not files:
+            raise UserError(f"{source}: no label PNGs in this folder")
+    elif source.is_file():
+        files = [source]
+    else:
+        raise UserError(f"{source}: no such file or folder")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    style = {"style_image": args.style_image} if args.style_image else {}
+    written = 0
+    for path in tqdm(files, desc="synthesize", unit="map", file=sys.stderr, disable=len(files) < 2 or None):
+        images = pipe(path, k=args.k, seed=args.seed, size=args.size, **style)
+        for index, image in enumerate(images):
+            name = path.stem if args.k == 1 else f"{path.stem}_{index}"
+            image.save(out / f"{name}.png")
+            written += 1
+        for suffix, extra in getattr(pipe, "last_extras", {}).items():
+            extra.save(out / f"{path.stem}_{suffix}.png")
+    print(f"wrote {written} images to {out}")
+    return 0

@@ -1,0 +1,79 @@
+"""The contract between a paper's recipe and the shared Trainer / Pipeline.
+
+A ``Method`` owns its networks, losses and optimisers and knows how to take one training step and how to
+sample.  The Trainer never knows which method it runs: it calls ``train_step``, saves ``checkpoint_state``,
+restores it, and shows ``sample`` outputs.  The Pipeline builds the method with ``training=False`` (no losses,
+no discriminator, no perception weights needed) and calls ``sample``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from ..labels import LabelSpec
+
+
+class Method(nn.Module):
+    name: ClassVar[str] = ""
+    Settings: ClassVar[type] = object
+    # Modules saved in checkpoints and those an inference pipeline needs.
+    checkpoint_modules: ClassVar[tuple[str, ...]] = ("generator",)
+    inference_modules: ClassVar[tuple[str, ...]] = ("generator",)
+
+    def __init__(self, settings: Any, spec: LabelSpec, image_size: tuple[int, int], training: bool = True):
+        super().__init__()
+        self.settings = settings
+        self.spec = spec
+        self.image_size = tuple(image_size)
+        self.is_training_setup = training
+        self.optimizers: dict[str, torch.optim.Optimizer] = {}
+
+    # ------------------------------------------------------------------ training
+    def train_step(self, batch: dict, step: int) -> dict[str, float]:
+        """One optimisation step on a batch (all sub-steps, e.g. G then D); returns scalar losses to log."""
+        raise NotImplementedError
+
+    def before_checkpoint(self, batches) -> None:
+        """Hook before weights are saved or sampled (OASIS: recompute EMA batch-norm statistics)."""
+
+    def extra_state(self) -> dict:
+        """JSON-friendly state worth reading in state.json (e.g. the current perceptual λ)."""
+        return {}
+
+    # ------------------------------------------------------------------ inference
+    @torch.no_grad()
+    def sample(self, label: torch.Tensor, k: int = 1, generator: torch.Generator | None = None,
+               **style) -> torch.Tensor:
+        """(B,H,W) ids at ``image_size`` → (B,k,3,H,W) images in [-1,1]."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ checkpoints
+    def checkpoint_state(self, modules: tuple[str, ...] | None = None) -> dict[str, torch.Tensor]:
+        state = {}
+        for name in modules or self.checkpoint_modules:
+            module = getattr(self, name, None)
+            if module is None:
+                continue
+            for key, value in module.state_dict().items():
+                state[f"{name}.{key}"] = value.detach()
+        return state
+
+    def load_checkpoint_state(self, state: dict[str, torch.Tensor], modules: tuple[str, ...] | None = None) -> None:
+        for name in modules or self.checkpoint_modules:
+            module = getattr(self, name, None)
+            if module is None:
+                continue
+            prefix = f"{name}."
+            part = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+            if not part:
+                raise KeyError(f"checkpoint has no weights for '{name}'")
+            module.load_state_dict(part, strict=True)
+
+    @property
+    def device(self) -> torch.device:
+        for parameter in self.parameters():
+            return parameter.device
+        return torch.device("cpu")

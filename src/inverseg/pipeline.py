@@ -1,0 +1,118 @@
+"""Inference: ``Pipeline.from_pretrained(run_or_checkpoint)`` then ``pipe(label)`` → list of PIL images.
+
+``label`` may be a path to an index PNG, a colour-coded PNG (decoded with the run's palette), a numpy array or
+a tensor of ids.  Values outside the model's classes are the one-line LabelError, never a silent clamp.  The
+label is resized (nearest) to the model's resolution; ``size="input"`` resizes the outputs back.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from .config import build_run_config
+from .labels import LabelError, LabelSpec
+from .methods import get_method
+from .train import checkpoint as ckpt
+from .utils.images import to_uint8
+
+LabelInput = str | Path | np.ndarray | torch.Tensor | Image.Image
+
+
+class Pipeline:
+    def __init__(self, method, spec: LabelSpec, image_size: tuple[int, int], config, source: str = ""):
+        self.method = method.eval()
+        self.spec = spec
+        self.image_size = tuple(image_size)
+        self.config = config
+        self.source = source
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, device: str | torch.device = "cpu",
+                        use_ema: bool = True) -> "Pipeline":
+        """Load a run directory (its latest checkpoint) or one checkpoint directory, without pickle."""
+        checkpoint = ckpt.resolve_checkpoint(path)
+        state = ckpt.read_state(checkpoint)
+        config = build_run_config(state["config"], preset=state["config"].get("preset", ""))
+        spec = LabelSpec.from_dict(state["spec"])
+        method_class = get_method(state["method"])
+        method = method_class(config.settings, spec, tuple(state["image_size"]), training=False)
+        modules = method_class.inference_modules
+        if not use_ema:
+            modules = tuple(m.replace("_ema", "") for m in modules)
+        method.load_checkpoint_state(ckpt.load_weights(checkpoint), modules)
+        method.to(torch.device(device))
+        return cls(method, spec, tuple(state["image_size"]), config, source=str(checkpoint))
+
+    # ------------------------------------------------------------------ label input
+    def read_label(self, label: LabelInput, source: str = "label") -> torch.Tensor:
+        """Any supported label input → (H,W) int64 ids, validated against the model's classes."""
+        if isinstance(label, (str, Path)):
+            path = Path(label)
+            if not path.is_file():
+                raise FileNotFoundError(f"{path}: label file not found")
+            with Image.open(path) as image:
+                image.load()
+                return self.read_label(image, source=str(path))
+        if isinstance(label, Image.Image):
+            if label.mode in ("RGB", "RGBA"):
+                ids = self.spec.palette().decode(np.asarray(label.convert("RGB")), source=source)
+                return torch.from_numpy(ids)
+            return self.read_label(np.asarray(label), source)
+        if isinstance(label, np.ndarray):
+            if label.ndim == 3 and label.shape[2] in (3, 4):
+                ids = self.spec.palette().decode(label[..., :3].astype(np.uint8), source=source)
+                return torch.from_numpy(ids)
+            label = torch.from_numpy(label.astype(np.int64))
+        if not isinstance(label, torch.Tensor):
+            raise TypeError(f"label must be a path, PIL image, numpy array or tensor, got {type(label).__name__}")
+        if label.dim() != 2 or label.is_floating_point():
+            raise LabelError(f"{source}: expected an (H,W) integer id map, got {tuple(label.shape)} {label.dtype}")
+        label = label.long().cpu()
+        self.spec.validate(label, source=source)
+        return label
+
+    def to_model_size(self, label: torch.Tensor) -> torch.Tensor:
+        if tuple(label.shape[-2:]) == self.image_size:
+            return label
+        resized = F.interpolate(label[None, None].float(), size=self.image_size, mode="nearest")
+        return resized[0, 0].long()
+
+    # ------------------------------------------------------------------ synthesis
+    @torch.no_grad()
+    def __call__(self, label: LabelInput | list, k: int = 1, seed: int | None = None, size: str = "model",
+                 **style: Any) -> list[Image.Image]:
+        """Synthesize ``k`` images for one label map (or a list of label maps → list of lists)."""
+        if isinstance(label, list):
+            return [self(item, k=k, seed=seed, size=size, **style) for item in label]
+        if size not in ("model", "input"):
+            raise ValueError(f"size must be 'model' or 'input', got {size!r}")
+        ids = self.read_label(label)
+        input_size = tuple(ids.shape)
+        model_ids = self.to_model_size(ids).to(self.method.device)[None]
+        generator = torch.Generator(device="cpu").manual_seed(seed) if seed is not None else None
+        style = {key: self._style_value(value) for key, value in style.items()}
+        images = self.method.sample(model_ids, k=k, generator=generator, **style)[0]
+        results = []
+        for image in images:
+            picture = Image.fromarray(to_uint8(image))
+            if size == "input" and picture.size != (input_size[1], input_size[0]):
+                picture = picture.resize((input_size[1], input_size[0]), Image.BICUBIC)
+            results.append(picture)
+        return results
+
+    def _style_value(self, value):
+        """Style images given as paths / PIL images become [-1,1] tensors at the model size."""
+        if isinstance(value, (str, Path)):
+            with Image.open(value) as image:
+                value = image.convert("RGB")
+        if isinstance(value, Image.Image):
+            value = value.convert("RGB").resize((self.image_size[1], self.image_size[0]), Image.BICUBIC)
+            array = np.asarray(value)
+            return (torch.from_numpy(array).permute(2, 0, 1).float() / 127.5 - 1.0)[None].to(self.method.device)
+        return value

@@ -1,0 +1,276 @@
+"""The one training loop every method runs through.
+
+It knows nothing about CRN, SPADE or OASIS: it feeds batches to ``method.train_step``, applies the learning-rate
+schedule to every optimiser the method owns, logs, samples fixed validation layouts into an HTML gallery,
+and writes atomic checkpoints (every N steps, at the end, on Ctrl-C and when the time budget runs out).
+
+Exact resume: the data order is a pure function of (seed, epoch) and the position inside the epoch, the
+DataLoader draws from its own generator, and checkpoints carry optimiser moments and the torch/python RNG
+states — so ``inverseg train --resume RUN`` continues with the very batches and random draws the uninterrupted
+run would have used (bit-identical with ``train.deterministic=true``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from ..config import RunConfig, build_run_config
+from ..data import open_dataset
+from ..methods import get_method
+from ..utils.images import to_uint8
+from ..utils.io import atomic_write_text
+from . import checkpoint as ckpt
+from .gallery import sample_grid, write_gallery
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("cpu")
+    return torch.device(name)
+
+
+def collate(samples: list[dict]) -> dict:
+    batch = {"name": [s["name"] for s in samples]}
+    for key in ("image", "label", "instance"):
+        if key in samples[0]:
+            batch[key] = torch.stack([s[key] for s in samples])
+    return batch
+
+
+def move(batch: dict, device: torch.device) -> dict:
+    return {k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+
+
+class Trainer:
+    def __init__(self, config: RunConfig, run_dir: str | Path, resume: bool = False, show_progress: bool = True):
+        self.config = config
+        self.run_dir = Path(run_dir)
+        self.show_progress = show_progress
+        train = config.train
+        if train.threads:
+            torch.set_num_threads(train.threads)
+        if train.deterministic:
+            torch.use_deterministic_algorithms(True)
+        torch.manual_seed(train.seed)
+        self.device = pick_device(train.device)
+
+        self.dataset = open_dataset(config.data, split=config.data.split, augment=True)
+        self.spec = self.dataset.spec
+        if config.data.size is None:
+            raise ValueError("data.size must be set for training (height, width)")
+        method_class = get_method(config.method)
+        self.method = method_class(config.settings, self.spec, tuple(config.data.size), training=True)
+        self.method.to(self.device)
+        for optimizer in self.method.optimizers.values():
+            for group in optimizer.param_groups:
+                group.setdefault("initial_lr", group["lr"])
+        self.validation = self._validation_samples()
+        self.step = 0
+        if resume:
+            self._restore()
+        else:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(self.run_dir / "config.yaml", config.to_yaml())
+        self.loss_log = self.run_dir / "logs" / "losses.jsonl"
+        self.loss_log.parent.mkdir(parents=True, exist_ok=True)
+        self.writer = self._tensorboard()
+
+    # ------------------------------------------------------------------ construction helpers
+    @classmethod
+    def resume(cls, run_dir: str | Path, overrides: list[str] | None = None, **kwargs) -> "Trainer":
+        """Continue a run from its latest checkpoint; ``overrides`` may extend e.g. ``train.steps``."""
+        import yaml
+
+        from ..config import apply_overrides
+
+        run_dir = Path(run_dir)
+        config_file = run_dir / "config.yaml"
+        if not config_file.is_file():
+            raise ckpt.CheckpointError(f"{run_dir}: not a run directory (no config.yaml)")
+        data = apply_overrides(yaml.safe_load(config_file.read_text()), overrides or [])
+        config = build_run_config(data, preset=data.get("preset", ""))
+        trainer = cls(config, run_dir, resume=True, **kwargs)
+        if overrides:
+            atomic_write_text(run_dir / "config.yaml", config.to_yaml())
+        return trainer
+
+    def _restore(self) -> None:
+        checkpoint = ckpt.resolve_checkpoint(self.run_dir)
+        state = ckpt.read_state(checkpoint)
+        self.method.load_checkpoint_state(ckpt.load_weights(checkpoint))
+        ckpt.restore_training(checkpoint, self.method.optimizers, state)
+        self.step = int(state["step"])
+        self._say(f"resuming {self.run_dir} from {checkpoint.name} (step {self.step})")
+
+    def _validation_samples(self) -> list[dict]:
+        """Fixed layouts for the gallery: the validation split when there is one, else the first train items."""
+        count = self.config.train.num_samples
+        if count <= 0:
+            return []
+        try:
+            dataset = open_dataset(self.config.data, split="val", augment=False)
+        except Exception:  # datasets without a val split (e.g. a single folder) fall back to train items
+            dataset = open_dataset(self.config.data, split=self.config.data.split, augment=False)
+        step = max(1, len(dataset) // count)
+        return [dataset[i] for i in range(0, min(len(dataset), step * count), step)][:count]
+
+    def _tensorboard(self):
+        if not self.config.train.tensorboard:
+            return None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            self._say("tensorboard is not installed: TensorBoard logs are off (pip install tensorboard)")
+            return None
+        return SummaryWriter(str(self.run_dir / "logs"))
+
+    def _say(self, message: str) -> None:
+        if self.show_progress:
+            tqdm.write(message, file=sys.stderr)
+
+    # ------------------------------------------------------------------ data order
+    def batches(self, start_step: int):
+        """Endless (epoch, batch) stream starting at ``start_step``; order = f(seed, epoch), drop_last."""
+        batch_size = self.config.train.batch_size
+        per_epoch = len(self.dataset) // batch_size
+        if per_epoch == 0:
+            raise ValueError(f"dataset has {len(self.dataset)} samples, fewer than train.batch_size={batch_size}")
+        step = start_step
+        while True:
+            epoch, offset = divmod(step, per_epoch)
+            if hasattr(self.dataset, "set_epoch"):
+                self.dataset.set_epoch(epoch)
+            order = torch.randperm(len(self.dataset),
+                                   generator=torch.Generator().manual_seed(self.config.train.seed * 100_003 + epoch))
+            chunks = [order[i * batch_size:(i + 1) * batch_size].tolist() for i in range(offset, per_epoch)]
+            loader = DataLoader(self.dataset, batch_sampler=chunks, num_workers=self.config.train.num_workers,
+                                collate_fn=collate, generator=torch.Generator())
+            for batch in loader:
+                yield epoch, batch
+                step += 1
+
+    # ------------------------------------------------------------------ the loop
+    def fit(self) -> dict:
+        train = self.config.train
+        total = train.steps
+        start_time = time.monotonic()
+        deadline = start_time + train.minutes * 60 if train.minutes else math.inf
+        stop_reason = "steps"
+        running: dict[str, list[float]] = {}
+        progress = tqdm(total=total, initial=self.step, desc=f"train {self.config.method}", unit="step",
+                        disable=not self.show_progress, dynamic_ncols=True, file=sys.stderr)
+        last_losses: dict[str, float] = {}
+        stream = self.batches(self.step)
+        epoch = 0
+        try:
+            while self.step < total:
+                if time.monotonic() > deadline:
+                    stop_reason = "time"
+                    break
+                epoch, batch = next(stream)
+                self._set_learning_rates(self.step, total)
+                self.method.train()
+                losses = self.method.train_step(move(batch, self.device), self.step)
+                self.step += 1
+                progress.update(1)
+                for key, value in losses.items():
+                    running.setdefault(key, []).append(float(value))
+                if self.step % train.log_every == 0 or self.step == total:
+                    last_losses = {k: sum(v) / len(v) for k, v in running.items()}
+                    running = {}
+                    self._log(last_losses, epoch, time.monotonic() - start_time)
+                    progress.set_postfix({k: f"{v:.3g}" for k, v in list(last_losses.items())[:4]})
+                if train.sample_every and self.step % train.sample_every == 0:
+                    self.write_samples()
+                if train.checkpoint_every and self.step % train.checkpoint_every == 0:
+                    self.save(epoch)
+        except KeyboardInterrupt:
+            progress.close()
+            path = self.save(epoch)
+            self._say(f"interrupted at step {self.step}: checkpoint {path}; "
+                      f"continue with: inverseg train --resume {self.run_dir}")
+            raise
+        progress.close()
+        if running:
+            last_losses = {k: sum(v) / len(v) for k, v in running.items()}
+            self._log(last_losses, epoch, time.monotonic() - start_time)
+        path = self.save(epoch)
+        gallery = self.write_samples()
+        if self.writer:
+            self.writer.close()
+        seconds = time.monotonic() - start_time
+        summary = {"run_dir": str(self.run_dir), "step": self.step, "stop_reason": stop_reason,
+                   "seconds": round(seconds, 2), "checkpoint": str(path), "losses": last_losses,
+                   "gallery": str(gallery) if gallery else None}
+        self._say(f"stopped at step {self.step} ({stop_reason}) after {seconds / 60:.1f} min; checkpoint {path}")
+        return summary
+
+    def _set_learning_rates(self, step: int, total: int) -> None:
+        factor = self.config.schedule.factor(step, total)
+        for optimizer in self.method.optimizers.values():
+            for group in optimizer.param_groups:
+                group["lr"] = group["initial_lr"] * factor
+
+    def _log(self, losses: dict[str, float], epoch: int, seconds: float) -> None:
+        lrs = {f"lr/{name}": opt.param_groups[0]["lr"] for name, opt in self.method.optimizers.items()}
+        record = {"step": self.step, "epoch": epoch, "seconds": round(seconds, 3), **losses, **lrs}
+        with open(self.loss_log, "a", encoding="utf-8") as stream:
+            stream.write(json.dumps(record) + "\n")
+        if self.writer:
+            for key, value in {**losses, **lrs}.items():
+                self.writer.add_scalar(key if "/" in key else f"loss/{key}", value, self.step)
+
+    # ------------------------------------------------------------------ outputs
+    def recalibration_batches(self, count: int):
+        """A few training batches for hooks such as batch-norm recalibration (deterministic, no augmentation)."""
+        dataset = open_dataset(self.config.data, split=self.config.data.split, augment=False)
+        size = self.config.train.batch_size
+        for index in range(min(count, len(dataset) // size)):
+            yield move(collate([dataset[index * size + j] for j in range(size)]), self.device)
+
+    def save(self, epoch: int = 0) -> Path:
+        self.method.before_checkpoint(self.recalibration_batches)
+        state = {
+            "epoch": epoch,
+            "method": self.config.method,
+            "config": self.config.to_dict(),
+            "spec": self.spec.to_dict(),
+            "image_size": list(self.config.data.size),
+            "method_state": self.method.extra_state(),
+            "inverseg_version": __import__("inverseg").__version__,
+        }
+        return ckpt.save_checkpoint(self.run_dir, self.step, self.method.checkpoint_state(),
+                                    self.method.optimizers, state, keep=self.config.train.keep_checkpoints)
+
+    def write_samples(self) -> Path | None:
+        if not self.validation:
+            return None
+        self.method.eval()
+        labels = torch.stack([s["label"] for s in self.validation]).to(self.device)
+        generator = torch.Generator(device="cpu").manual_seed(1234)
+        outputs = self.method.sample(labels, k=self.config.train.sample_k, generator=generator)
+        extras, extra_titles = None, None
+        if hasattr(self.method, "gallery_extras"):
+            extra_titles, extra_images = self.method.gallery_extras(labels)
+            extras = [[to_uint8(image) for image in images] for images in extra_images]
+        image = sample_grid(
+            labels=[self.spec.colorize(s["label"]) for s in self.validation],
+            outputs=[[to_uint8(o) for o in per_layout] for per_layout in outputs],
+            references=[to_uint8(s["image"]) for s in self.validation],
+            extras=extras, extra_titles=extra_titles,
+        )
+        path = write_gallery(self.run_dir, self.step, image, f"{self.config.preset or self.config.method} — "
+                                                             f"{self.run_dir.name}")
+        if self.writer:
+            self.writer.add_image("samples", image, self.step, dataformats="HWC")
+        return path
