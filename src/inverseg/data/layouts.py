@@ -19,7 +19,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..labels import LabelSpec, Palette, get_scheme, guess_ignore_id
+from ..labels import LabelSpec, Palette, guess_ignore_id
 from ..labels.spec import spread_colors
 from .base import PairFiles, ScanResult, list_files, pair_by_stem, read_label_values
 
@@ -193,9 +193,9 @@ def folder_spec(root: Path, split: str, palette: Palette | None, pairs: list[Pai
         values = values[values != (255 if ignore_id is None else ignore_id)]
         if len(values):
             largest = max(largest, int(values.max()))
-    count = largest + 1
-    spec = LabelSpec(
-        name=f"folder:{root.name}", class_names=tuple(f"class_{i}" for i in range(count)),
-        colors=spread_colors(count, seed=count), ignore_index=255 if ignore_id is None else ignore_id,
-    )
+    ignore = 255 if ignore_id is None else ignore_id
+    ids = tuple(i for i in range(max(largest, ignore if ignore < 255 else 0) + 1) if i != ignore)
+    generated = Palette(ids=ids + (ignore,), names=tuple(f"class_{i}" for i in ids) + ("void",),
+                        colors=spread_colors(len(ids), seed=len(ids)) + ((0, 0, 0),), source=str(root))
+    spec = generated.to_spec(name=f"folder:{root.name}", ignore_id=ignore)
     return spec, None
