@@ -14,7 +14,7 @@ import sys
 from ..data.base import DatasetError
 from ..labels import LabelError
 
-COMMAND_MODULES = ("data", "weights", "train", "synthesize")
+COMMAND_MODULES = ("data", "weights", "train", "synthesize", "demo")
 
 
 class UserError(RuntimeError):

@@ -30,21 +30,24 @@ def sample_grid(labels: list[np.ndarray], outputs: list[list[np.ndarray]], refer
     return grid(rows, titles=titles)
 
 
+def write_page(folder: Path, title: str, intro: str, figures: list[tuple[str, str]]) -> Path:
+    """A self-contained HTML page of (caption, image file name) figures inside ``folder``."""
+    items = "\n".join(f'<figure><figcaption>{html.escape(caption)}</figcaption><img src="{html.escape(name)}">'
+                      f"</figure>" for caption, name in figures)
+    return atomic_write_text(folder / "index.html", f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>body{{font-family:sans-serif;margin:1em}} img{{max-width:100%;image-rendering:pixelated}}
+figure{{margin:0 0 2em 0}} figcaption{{font-weight:bold;margin-bottom:.3em}}</style></head>
+<body><h1>{html.escape(title)}</h1><p>{html.escape(intro)}</p>
+{items}
+</body></html>
+""")
+
+
 def write_gallery(run_dir: Path, step: int, image: np.ndarray, title: str) -> Path:
     samples = run_dir / "samples"
     path = save_png(image, samples / f"step_{step:07d}.png")
     pages = sorted(samples.glob("step_*.png"), reverse=True)
-    items = "\n".join(
-        f'<figure><figcaption>step {int(p.stem.split("_")[1])}</figcaption><img src="{p.name}"></figure>'
-        for p in pages
-    )
-    atomic_write_text(samples / "index.html", f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
-<style>body{{font-family:sans-serif;margin:1em}} img{{max-width:100%;image-rendering:pixelated}}
-figure{{margin:0 0 2em 0}} figcaption{{font-weight:bold;margin-bottom:.3em}}</style></head>
-<body><h1>{html.escape(title)}</h1><p>Fixed validation layouts, newest first:
-coloured label | output(s) | reference.</p>
-{items}
-</body></html>
-""")
+    write_page(samples, title, "Fixed validation layouts, newest first: coloured label | output(s) | reference.",
+               [(f"step {int(p.stem.split('_')[1])}", p.name) for p in pages])
     return path

@@ -164,7 +164,7 @@ class Trainer:
         train = self.config.train
         total = train.steps
         start_time = time.monotonic()
-        deadline = start_time + train.minutes * 60 if train.minutes else math.inf
+        deadline = start_time + train.minutes * 60 if train.minutes is not None else math.inf
         stop_reason = "steps"
         running: dict[str, list[float]] = {}
         progress = tqdm(total=total, initial=self.step, desc=f"train {self.config.method}", unit="step",
