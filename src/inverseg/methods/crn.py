@@ -51,7 +51,7 @@ class PerceptualConfig:
     final_layer_boost: float = 1.0  # official scripts: 10 on conv5_2 (not in the paper)
     diversity_mean_mix: float = 0.0  # official: 0.001 · mean over outputs mixed into the per-class min
     cache_reference: bool = False  # keep reference VGG features in RAM across epochs (verified by checksum)
-    cache_max_mb: int = 2048
+    cache_max_mb: int = 4096  # float32 features; CamVid train at 96×128 needs ≈ 2.1 GB
 
 
 @dataclass
@@ -116,7 +116,7 @@ class CRN(Method):
             return
         loss = settings.loss
         vgg = build_vgg(loss, tuple(loss.layers))
-        cache = ReferenceCache(dtype=torch.float16, max_bytes=loss.cache_max_mb * 2**20) if loss.cache_reference \
+        cache = ReferenceCache(max_bytes=loss.cache_max_mb * 2**20) if loss.cache_reference \
             else None
         term_names = ("pixel", *loss.layers)
         self.perceptual = PerceptualLoss(vgg, layers=loss.layers, balancer=build_balancer(loss, term_names),
