@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-stamp
 DEMO_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-slow venv weights clean-venv
+.PHONY: demo test test-slow venv weights chromium clean-venv
 
 venv: $(STAMP)
 
@@ -26,7 +26,11 @@ weights: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/inverseg demo $(DEMO_ARGS)
 
-test: weights
+# The browser tests (pytest -m browser) drive Debian's chromium through Playwright; never 'playwright install'.
+chromium:
+	command -v chromium >/dev/null || (apt-get update && apt-get install -y --no-install-recommends chromium)
+
+test: weights chromium
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 test-slow: weights

@@ -1,0 +1,138 @@
+"""The study's web server (FastAPI): one page, a small JSON API, images streamed from disk.
+
+The browser never learns which method is on which side: images are served as ``/image/TRIAL/left`` and
+``/image/TRIAL/right`` and the server keeps the assignment (the trial).  Every refused request is a 4xx with
+``{"error": "..."}``; nothing a client sends can make the server answer 500.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import re
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .store import StudyError, StudyStore, summarize
+
+STATIC = Path(__file__).resolve().parent / "static"
+RATER_PATTERN = re.compile(r"[A-Za-z0-9_.@-]{1,64}")
+MAX_MS = 24 * 3600 * 1000  # a response time above a day is a broken client, not a rater
+MAX_BODY = 4096
+
+
+def error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def create_app(store: StudyStore, pair_ids: list[int], time_limit: float | None = None,
+               rng: random.Random | None = None, title: str = "Which image is more realistic?") -> FastAPI:
+    """The app serving ``pair_ids`` (registered in ``store``); ``time_limit`` seconds hides the images."""
+    if not pair_ids:
+        raise ValueError("a study needs at least one pair")
+    if time_limit is not None and not (time_limit > 0 and math.isfinite(time_limit)):
+        raise ValueError(f"time_limit must be a positive number of seconds, got {time_limit}")
+    rng = rng or random.SystemRandom()
+    active = set(pair_ids)
+    app = FastAPI(title="inverseg preference study", docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        return error(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError):
+        return error(400, "malformed request")
+
+    @app.get("/", include_in_schema=False)
+    def index():
+        return FileResponse(STATIC / "index.html", media_type="text/html", headers={"Cache-Control": "no-store"})
+
+    @app.get("/static/{name}", include_in_schema=False)
+    def static(name: str):
+        path = STATIC / name
+        if name not in {p.name for p in STATIC.iterdir()}:  # a fixed set of files, never a path from the client
+            return error(404, f"no static file {name!r}")
+        return FileResponse(path, headers={"Cache-Control": "no-store"})
+
+    @app.get("/api/config")
+    def config():
+        return {"title": title, "time_limit_ms": None if time_limit is None else round(time_limit * 1000),
+                "total": len(pair_ids)}
+
+    @app.get("/api/next")
+    def next_trial(rater: str | None = None):
+        if rater is None or not RATER_PATTERN.fullmatch(rater):
+            return error(400, "pass ?rater=ID (1-64 characters: letters, digits, _ . @ -)")
+        trial = store.next_trial(rater, pair_ids, rng)
+        completed = store.progress(rater, pair_ids)
+        base = {"rater": rater, "completed": completed, "total": len(pair_ids),
+                "time_limit_ms": None if time_limit is None else round(time_limit * 1000)}
+        if trial is None:
+            return {**base, "done": True}
+        return {**base, "done": False, "trial": trial["id"], "pair": trial["pair_id"],
+                "left": f"/image/{trial['id']}/left", "right": f"/image/{trial['id']}/right"}
+
+    @app.get("/image/{trial_id}/{side}")
+    def image(trial_id: str, side: str):
+        if side not in ("left", "right"):
+            return error(404, "side must be 'left' or 'right'")
+        trial = store.trial(trial_id)
+        if trial is None or trial["pair_id"] not in active:
+            return error(404, f"unknown trial {trial_id!r}")
+        path = Path(trial[f"{side}_image"])
+        if not path.is_file():
+            return error(404, f"image of trial {trial_id!r} is missing on disk")
+        return FileResponse(path, headers={"Cache-Control": "private, max-age=3600"})
+
+    @app.post("/api/vote")
+    async def vote(request: Request):
+        body = await request.body()
+        if len(body) > MAX_BODY:
+            return error(413, "request body too large")
+        try:
+            data = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            return error(400, "body must be JSON: {\"trial\": ID, \"choice\": \"left\"|\"right\", \"ms\": N}")
+        if not isinstance(data, dict):
+            return error(400, "body must be a JSON object")
+        trial_id, choice, ms = data.get("trial"), data.get("choice"), data.get("ms")
+        if not isinstance(trial_id, str) or not trial_id:
+            return error(400, "'trial' must be the trial id string from /api/next")
+        if choice not in ("left", "right"):
+            return error(400, "'choice' must be \"left\" or \"right\"")
+        # the range check also refuses NaN and ±inf, and never converts a huge JSON integer to float
+        if isinstance(ms, bool) or not isinstance(ms, (int, float)) or not 0 <= ms <= MAX_MS:
+            return error(400, f"'ms' must be the response time in milliseconds (0 to {MAX_MS})")
+        # SQLite may wait for a lock: keep that off the event loop
+        trial = await run_in_threadpool(store.trial, trial_id)
+        if trial is None or trial["pair_id"] not in active:
+            return error(404, f"unknown trial {trial_id!r}")
+        rater = data.get("rater")
+        if rater is not None and rater != trial["rater"]:
+            return error(403, "this trial was assigned to another rater")
+        try:
+            stored = await run_in_threadpool(store.record_vote, trial_id, choice, round(ms))
+        except StudyError as refused:
+            return error(refused.status, str(refused))
+        completed = await run_in_threadpool(store.progress, stored["rater"], pair_ids)
+        return {"ok": True, "completed": completed, "total": len(pair_ids)}
+
+    @app.get("/api/results")
+    def results():
+        return summarize(store)
+
+    return app
+
+
+def serve(app: FastAPI, host: str = "127.0.0.1", port: int = 8000) -> None:
+    """Run the app with uvicorn until interrupted."""
+    import uvicorn
+
+    uvicorn.run(app, host=host, port=port, log_level="warning")
