@@ -44,10 +44,8 @@ class JointTransform:
         instance: np.ndarray | None,
         rng: np.random.Generator | None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        if self.size is None:
-            return image, label, instance
-        target_h, target_w = self.size
         height, width = label.shape
+        target_h, target_w = self.size if self.size is not None else (height, width)
         jitter = 1.0 + (rng.uniform(0.0, self.scale_jitter) if (rng is not None and self.scale_jitter) else 0.0)
         if self.resize == "exact":
             new_h, new_w = round(target_h * jitter), round(target_w * jitter)
