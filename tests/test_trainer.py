@@ -139,6 +139,9 @@ def test_time_budget_stops_and_saves(tmp_path, dataset_root):
                       show_progress=False).fit()
     assert summary["stop_reason"] == "time" and summary["step"] == 0
     assert ckpt.resolve_checkpoint(tmp_path / "run").name == "step_0000000"
+    summary = Trainer(tiny_config(dataset_root, "train.cpu_minutes=0", "train.steps=100"), tmp_path / "cpu",
+                      show_progress=False).fit()
+    assert summary["stop_reason"] == "cpu_time" and summary["step"] == 0
 
 
 def test_config_errors_name_the_key(dataset_root):

@@ -30,6 +30,9 @@ class TrainConfig:
 
     steps: int = 1000
     minutes: float | None = None  # stop after this much wall time (checkpoint written), whichever comes first
+    # stop after this much CPU time of the training process (all its threads): an equal budget for method
+    # comparisons that does not depend on what else the machine is running
+    cpu_minutes: float | None = None
     batch_size: int = 1  # CRN: 1 (implementations.md §1.4); batch 1 is also the fastest per image on a CPU
     seed: int = 0
     deterministic: bool = False  # torch.use_deterministic_algorithms: exact resume, slower on GPUs

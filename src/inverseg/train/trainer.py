@@ -76,6 +76,7 @@ class Trainer:
                 group.setdefault("initial_lr", group["lr"])
         self.validation = self._validation_samples()
         self.step = 0
+        self.cpu_seconds_before = 0.0  # CPU time of earlier sessions of this run (the budget spans resumes)
         if resume:
             self._restore()
         else:
@@ -110,6 +111,7 @@ class Trainer:
         self.method.load_checkpoint_state(ckpt.load_weights(checkpoint))
         ckpt.restore_training(checkpoint, self.method.optimizers, state)
         self.step = int(state["step"])
+        self.cpu_seconds_before = float(state.get("cpu_seconds", 0.0))
         self._say(f"resuming {self.run_dir} from {checkpoint.name} (step {self.step})")
 
     def _validation_samples(self) -> list[dict]:
@@ -165,6 +167,8 @@ class Trainer:
         total = train.steps
         start_time = time.monotonic()
         deadline = start_time + train.minutes * 60 if train.minutes is not None else math.inf
+        self.cpu_start = cpu_start = time.process_time() - self.cpu_seconds_before
+        cpu_budget = train.cpu_minutes * 60 if train.cpu_minutes is not None else math.inf
         stop_reason = "steps"
         running: dict[str, list[float]] = {}
         progress = tqdm(total=total, initial=self.step, desc=f"train {self.config.method}", unit="step",
@@ -176,6 +180,9 @@ class Trainer:
             while self.step < total:
                 if time.monotonic() > deadline:
                     stop_reason = "time"
+                    break
+                if time.process_time() - cpu_start > cpu_budget:
+                    stop_reason = "cpu_time"
                     break
                 epoch, batch = next(stream)
                 self._set_learning_rates(self.step, total)
@@ -210,7 +217,8 @@ class Trainer:
             self.writer.close()
         seconds = time.monotonic() - start_time
         summary = {"run_dir": str(self.run_dir), "step": self.step, "stop_reason": stop_reason,
-                   "seconds": round(seconds, 2), "checkpoint": str(path), "losses": last_losses,
+                   "seconds": round(seconds, 2), "cpu_seconds": round(time.process_time() - cpu_start, 2),
+                   "checkpoint": str(path), "losses": last_losses,
                    "gallery": str(gallery) if gallery else None}
         self._say(f"stopped at step {self.step} ({stop_reason}) after {seconds / 60:.1f} min; checkpoint {path}")
         return summary
@@ -247,6 +255,7 @@ class Trainer:
             "spec": self.spec.to_dict(),
             "image_size": list(self.config.data.size),
             "method_state": self.method.extra_state(),
+            "cpu_seconds": round(time.process_time() - self.cpu_start, 3) if hasattr(self, "cpu_start") else 0.0,
             "inverseg_version": __import__("inverseg").__version__,
         }
         return ckpt.save_checkpoint(self.run_dir, self.step, self.method.checkpoint_state(),
