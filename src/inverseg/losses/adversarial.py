@@ -99,7 +99,7 @@ def feature_matching_loss(fake: Sequence[Sequence[torch.Tensor]], real: Sequence
 
 
 def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor, reduction: str = "sum") -> torch.Tensor:
-    """KL(N(μ, σ²) ‖ N(0, 1)) = −½ Σ (1 + log σ² − μ² − σ²) (Kingma & Welling, appendix B; SPADE §3.3 / appendix B).
+    """KL(N(μ, σ²) ‖ N(0, 1)) = −½ Σ (1 + log σ² − μ² − σ²) (Kingma & Welling, app. B; SPADE §3.3, app. B).
 
     ``sum`` over batch and latent dimensions is SPADE's ``KLDLoss`` (so it grows with the batch size);
     ``mean`` divides by the batch size.

@@ -39,6 +39,9 @@ class Method(nn.Module):
     def before_checkpoint(self, batches) -> None:
         """Hook before weights are saved or sampled (OASIS: recompute EMA batch-norm statistics)."""
 
+    def before_sampling(self, batches) -> None:
+        """Hook before the Trainer's gallery samples (OASIS: refresh the EMA batch-norm statistics)."""
+
     def extra_state(self) -> dict:
         """JSON-friendly state worth reading in state.json (e.g. the current perceptual λ)."""
         return {}

@@ -265,6 +265,7 @@ class Trainer:
         if not self.validation:
             return None
         self.method.eval()
+        self.method.before_sampling(self.recalibration_batches)
         labels = torch.stack([s["label"] for s in self.validation]).to(self.device)
         generator = torch.Generator(device="cpu").manual_seed(1234)
         outputs = self.method.sample(labels, k=self.config.train.sample_k, generator=generator)

@@ -1,0 +1,28 @@
+"""Layers shared by the adversarial methods (pix2pixHD, SPADE, and later OASIS, CC-FPSE, LGGAN, SAFM)."""
+
+from .discriminator import (
+    MultiScaleDiscriminator,
+    PatchDiscriminator,
+    num_layers_from_pix2pixhd,
+    num_layers_from_spade,
+)
+from .ema import make_ema, recalibrate_batch_norm, update_ema
+from .layers import (
+    check_divisible,
+    conv_norm,
+    count_parameters,
+    downsample_avg,
+    initialize,
+    largest_singular_value,
+    param_free_norm,
+    spectral_norm,
+)
+from .pooling import broadcast_segments, instance_average_pool, segment_index, segment_mean
+from .spade import SPADE, SPADEResBlock
+
+__all__ = [
+    "SPADE", "MultiScaleDiscriminator", "PatchDiscriminator", "SPADEResBlock", "broadcast_segments",
+    "check_divisible", "conv_norm", "count_parameters", "downsample_avg", "initialize", "instance_average_pool",
+    "largest_singular_value", "make_ema", "num_layers_from_pix2pixhd", "num_layers_from_spade", "param_free_norm",
+    "recalibrate_batch_norm", "segment_index", "segment_mean", "spectral_norm", "update_ema",
+]
