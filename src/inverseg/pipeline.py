@@ -12,10 +12,10 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from .config import build_run_config
+from .data.transforms import resize_array
 from .labels import LabelError, LabelSpec
 from .methods import get_method
 from .train import checkpoint as ckpt
@@ -31,6 +31,8 @@ class Pipeline:
         self.image_size = tuple(image_size)
         self.config = config
         self.source = source
+        # Side images of the last call (e.g. SIMS's canvas): name → PIL image; ``{}`` for most methods.
+        self.last_extras: dict[str, Image.Image] = {}
 
     @classmethod
     def from_pretrained(cls, path: str | Path, device: str | torch.device = "cpu",
@@ -78,10 +80,10 @@ class Pipeline:
         return label
 
     def to_model_size(self, label: torch.Tensor) -> torch.Tensor:
+        """Nearest resize with PIL, exactly as the training data was resized (pixel-centre sampling)."""
         if tuple(label.shape[-2:]) == self.image_size:
             return label
-        resized = F.interpolate(label[None, None].float(), size=self.image_size, mode="nearest")
-        return resized[0, 0].long()
+        return torch.from_numpy(resize_array(label.numpy(), self.image_size, Image.NEAREST))
 
     # ------------------------------------------------------------------ synthesis
     @torch.no_grad()
@@ -98,13 +100,20 @@ class Pipeline:
         generator = torch.Generator(device="cpu").manual_seed(seed) if seed is not None else None
         style = {key: self._style_value(value) for key, value in style.items()}
         images = self.method.sample(model_ids, k=k, generator=generator, **style)[0]
-        results = []
-        for image in images:
+
+        def picture_of(image: torch.Tensor) -> Image.Image:
             picture = Image.fromarray(to_uint8(image))
             if size == "input" and picture.size != (input_size[1], input_size[0]):
                 picture = picture.resize((input_size[1], input_size[0]), Image.BICUBIC)
-            results.append(picture)
-        return results
+            return picture
+
+        # a method may leave side images of this call in ``method.last_extras``: name → (1, [k,] 3, H, W)
+        self.last_extras = {}
+        for name, extra in (getattr(self.method, "last_extras", None) or {}).items():
+            per_output = extra[0] if extra.dim() == 5 else extra  # one layout per call: (k, 3, H, W)
+            for index, image in enumerate(per_output):
+                self.last_extras[name if index == 0 else f"{name}_{index}"] = picture_of(image)
+        return [picture_of(image) for image in images]
 
     def _style_value(self, value):
         """Style images given as paths / PIL images become [-1,1] tensors at the model size."""
@@ -113,6 +122,6 @@ class Pipeline:
                 value = image.convert("RGB")
         if isinstance(value, Image.Image):
             value = value.convert("RGB").resize((self.image_size[1], self.image_size[0]), Image.BICUBIC)
-            array = np.asarray(value)
+            array = np.array(value)
             return (torch.from_numpy(array).permute(2, 0, 1).float() / 127.5 - 1.0)[None].to(self.method.device)
         return value

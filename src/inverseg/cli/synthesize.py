@@ -18,7 +18,8 @@ def register(subparsers) -> None:
         subparsers, "synthesize", "synthesize images from label maps with a trained run",
         "  inverseg synthesize --checkpoint runs/crn-camvid --labels ../shared/data/camvid/valannot --out out/\n"
         "  inverseg synthesize --checkpoint runs/crn-div --labels layout.png --out out/ --k 9\n"
-        "  inverseg synthesize --checkpoint runs/spade --labels layout.png --out out/ --style-image photo.jpg\n",
+        "  inverseg synthesize --checkpoint runs/spade --labels layout.png --out out/ --style-image photo.jpg\n"
+        "  inverseg synthesize --checkpoint runs/pix2pixhd --labels layout.png --out out/ --style 3\n",
     )
     parser.add_argument("--checkpoint", required=True, help="run directory or checkpoint directory")
     parser.add_argument("--labels", required=True, help="label PNG (index or colour-coded) or a folder of them")
@@ -27,7 +28,8 @@ def register(subparsers) -> None:
     parser.add_argument("--size", choices=("model", "input"), default="model",
                         help="output at the model's resolution (default) or resized to the input's")
     parser.add_argument("--seed", type=int, help="random seed for methods with random appearance")
-    parser.add_argument("--style-image", help="reference photo whose appearance to copy (SPADE with VAE)")
+    parser.add_argument("--style-image", help="reference photo whose appearance to copy (SPADE with VAE, pix2pixHD)")
+    parser.add_argument("--style", type=int, help="appearance cluster for every instance (pix2pixHD features)")
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda, …")
     parser.set_defaults(func=run)
 
@@ -49,6 +51,8 @@ def run(args) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     style = {"style_image": args.style_image} if args.style_image else {}
+    if args.style is not None:
+        style["style"] = args.style
     written = 0
     for path in tqdm(files, desc="synthesize", unit="map", file=sys.stderr, disable=len(files) < 2 or None):
         images = pipe(path, k=args.k, seed=args.seed, size=args.size, **style)

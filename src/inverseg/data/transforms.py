@@ -59,10 +59,10 @@ class JointTransform:
                     f"image {width}×{height} is smaller than the crop {target_w}×{target_h}; fix: use resize 'short'"
                 )
         if (new_h, new_w) != (height, width):
-            image = _resize(image, (new_h, new_w), Image.BICUBIC)
-            label = _resize(label, (new_h, new_w), Image.NEAREST)
+            image = resize_array(image, (new_h, new_w), Image.BICUBIC)
+            label = resize_array(label, (new_h, new_w), Image.NEAREST)
             if instance is not None:
-                instance = _resize(instance, (new_h, new_w), Image.NEAREST)
+                instance = resize_array(instance, (new_h, new_w), Image.NEAREST)
         if (new_h, new_w) != (target_h, target_w):
             if self.crop == "random" and rng is not None:
                 top = int(rng.integers(0, new_h - target_h + 1))
@@ -82,8 +82,8 @@ class JointTransform:
         )
 
 
-def _resize(array: np.ndarray, size: tuple[int, int], method: int) -> np.ndarray:
-    """Resize an (H,W[,3]) array with PIL; integer maps go through 32-bit mode 'I' so ids above 255 survive."""
+def resize_array(array: np.ndarray, size: tuple[int, int], method: int) -> np.ndarray:
+    """Resize an (H,W[,3]) array with PIL (the one resize used for training data and inference inputs); integer maps go through 32-bit mode 'I' so ids above 255 survive."""
     height, width = size
     if array.ndim == 3:
         return np.array(Image.fromarray(array).resize((width, height), method))  # writable, for torch

@@ -1,0 +1,34 @@
+"""``inverseg compare``: one table of several evaluated runs or result JSONs (the papers' FID/mIoU table)."""
+
+from __future__ import annotations
+
+import json
+
+from .main import UserError, add_command
+
+
+def register(subparsers) -> None:
+    parser = add_command(
+        subparsers, "compare",
+        "print one table (method, params, FID or FD-MobileNetV2, KID/KD, mIoU, pixel accuracy, diversity) of "
+        "several evaluations",
+        "  inverseg compare runs/crn-camvid runs/pix2pixhd-camvid\n"
+        "  inverseg compare results/*.json --markdown >> README.md\n",
+    )
+    parser.add_argument("results", nargs="+", metavar="RUN_OR_JSON",
+                        help="run directory (its newest eval/*.json) or a result JSON from 'inverseg evaluate'")
+    parser.add_argument("--markdown", action="store_true", help="a Markdown table (for a README)")
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..eval.report import compare_table, load_result
+
+    results = []
+    for path in args.results:
+        try:
+            results.append(load_result(path))
+        except (ValueError, json.JSONDecodeError) as error:
+            raise UserError(str(error).splitlines()[0]) from None
+    print(compare_table(results, markdown=args.markdown), end="")
+    return 0
