@@ -14,7 +14,7 @@ import sys
 from ..data.base import DatasetError
 from ..labels import LabelError
 
-COMMAND_MODULES = ("data", "weights", "train", "synthesize", "demo")
+COMMAND_MODULES = ("data", "weights", "train", "synthesize", "demo", "study", "bank", "evaluator", "evaluate", "compare")
 
 
 class UserError(RuntimeError):

@@ -13,6 +13,10 @@ from .base import Method
 # name → "module:Class"
 METHODS = {
     "crn": "inverseg.methods.crn:CRN",
+    "pix2pixhd": "inverseg.methods.pix2pixhd:Pix2PixHD",
+    "spade": "inverseg.methods.spade:SPADE",
+    "sims": "inverseg.methods.sims:SIMS",
+    "oasis": "inverseg.methods.oasis:OASIS",
 }
 
 
