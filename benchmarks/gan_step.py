@@ -16,15 +16,12 @@ a core), whereas the CPU time of a one-thread run (``--threads 1``) stays a fait
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import resource
-import subprocess
 import sys
-import time
 
 import torch
+
+from _common import load_preset, main, peak_rss_mb, time_train_steps
 
 # name: (preset, size override or None, batch override or None, timed steps)
 CONFIGS = {
@@ -69,19 +66,12 @@ def procedural_batch(spec, size: tuple[int, int], batch: int, seed: int = 0) -> 
     return {"image": image, "label": label, "instance": torch.stack(instances), "name": ["bench"] * batch}
 
 
-def run_one(name: str, threads: int | None = None) -> dict:
-    from inverseg.config import load_run_config
+def run_one(name: str) -> dict:
     from inverseg.labels import get_scheme
     from inverseg.methods import get_method
     from inverseg.nn import count_parameters
 
-    preset, size, batch_size, steps = CONFIGS[name]
-    if threads:
-        torch.set_num_threads(threads)
-    torch.manual_seed(0)
-    config = load_run_config(preset)
-    size = tuple(size or config.data.size)
-    batch_size = batch_size or config.train.batch_size
+    preset, config, size, batch_size, steps = load_preset(CONFIGS[name])
     scheme = config.data.scheme or {"synthetic": "synthetic", "camvid": "camvid", "cityscapes": "cityscapes",
                                     "ade20k": "ade20k", "cocostuff": "cocostuff"}[config.data.dataset]
     spec = get_scheme(scheme)
@@ -93,18 +83,14 @@ def run_one(name: str, threads: int | None = None) -> dict:
     warmup = 1
     for step in range(warmup):
         method.train_step(batch, step)
-    start, start_cpu = time.perf_counter(), time.process_time()
-    for step in range(steps):
-        losses = method.train_step(batch, warmup + step)
-    seconds = (time.perf_counter() - start) / steps
-    cpu_seconds = (time.process_time() - start_cpu) / steps
+    losses, seconds, cpu_seconds = time_train_steps(method, lambda step: batch, warmup, steps)
     vgg = getattr(method, "vgg_loss", None)
     return {
         "config": name, "preset": preset, "size": list(size), "batch_size": batch_size,
         "threads": torch.get_num_threads(), "timed_steps": steps,
         "step_seconds": round(seconds, 3), "step_cpu_seconds": round(cpu_seconds, 3),
         "images_per_second": round(batch_size / seconds, 3),
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "peak_rss_mb": peak_rss_mb(),
         "params_m": {part: round(count_parameters(getattr(method, part, None)) / 1e6, 3)
                      for part in ("generator", "encoder", "discriminator")},
         "vgg": f"{vgg.extractor.arch}, {vgg.extractor.input_convention} inputs" if vgg is not None else "off",
@@ -113,26 +99,5 @@ def run_one(name: str, threads: int | None = None) -> dict:
     }
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--one", choices=sorted(CONFIGS), help="run one configuration in this process")
-    parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
-    args = parser.parse_args()
-    if args.one:
-        print(json.dumps(run_one(args.one, args.threads)))
-        return 0
-    results = []
-    for name in CONFIGS:
-        command = [sys.executable, __file__, "--one", name] + (["--threads", str(args.threads)] if args.threads else [])
-        done = subprocess.run(command, capture_output=True, text=True)
-        if done.returncode:
-            results.append({"config": name, "error": done.stderr.strip().splitlines()[-1:]})
-        else:
-            results.append(json.loads(done.stdout.strip().splitlines()[-1]))
-        print(json.dumps(results[-1]), file=sys.stderr)
-    print(json.dumps(results, indent=1))
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(__file__, __doc__, CONFIGS, run_one))

@@ -14,16 +14,14 @@ because other processes inflate the wall-clock times.
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import resource
-import subprocess
 import sys
 import time
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
+
+from _common import load_preset, main, peak_rss_mb, time_train_steps
 
 # name: (preset, size override or None, batch override or None, timed steps)
 CONFIGS = {
@@ -57,26 +55,17 @@ def dataset_batches(config, size, batch_size: int, count: int):
 
 
 def run_one(name: str) -> dict:
-    from inverseg.config import load_run_config
     from inverseg.methods import get_method
     from inverseg.nn import count_parameters
 
-    preset, size, batch_size, steps = CONFIGS[name]
-    torch.manual_seed(0)
-    config = load_run_config(preset)
-    size = tuple(size or config.data.size)
-    batch_size = batch_size or config.train.batch_size
+    preset, config, size, batch_size, steps = load_preset(CONFIGS[name])
     warmup = 1
     spec, batches = dataset_batches(config, size, batch_size, warmup + steps)
     method = get_method(config.method)(config.settings, spec, size, training=True)
     method.train()
     with FlopCounterMode(display=False) as counter:  # the warm-up step also counts the work (load-independent)
         method.train_step(batches[0], 0)
-    start, start_cpu = time.perf_counter(), time.process_time()
-    for step in range(steps):
-        losses = method.train_step(batches[warmup + step], warmup + step)
-    seconds = (time.perf_counter() - start) / steps
-    cpu_seconds = (time.process_time() - start_cpu) / steps
+    losses, seconds, cpu_seconds = time_train_steps(method, batches.__getitem__, warmup, steps)
 
     recalibrate = config.settings.ema.recalibrate_batches
     start = time.perf_counter()
@@ -94,7 +83,7 @@ def run_one(name: str) -> dict:
         "images_per_second": round(batch_size / seconds, 3),
         "recalibration_batches": recalibrate, "recalibration_seconds": round(recalibration_seconds, 2),
         "sample_seconds_per_image": round(sample_seconds, 3),
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "peak_rss_mb": peak_rss_mb(),
         "params_m": {part: round(count_parameters(getattr(method, part, None)) / 1e6, 3)
                      for part in ("generator", "discriminator")},
         "losses": {k: round(v, 4) for k, v in losses.items()},
@@ -102,28 +91,5 @@ def run_one(name: str) -> dict:
     }
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--one", choices=sorted(CONFIGS), help="run one configuration in this process")
-    parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if args.one:
-        print(json.dumps(run_one(args.one)))
-        return 0
-    results = []
-    for name in CONFIGS:
-        command = [sys.executable, __file__, "--one", name] + (["--threads", str(args.threads)] if args.threads else [])
-        done = subprocess.run(command, capture_output=True, text=True)
-        if done.returncode:
-            results.append({"config": name, "error": done.stderr.strip().splitlines()[-1:]})
-        else:
-            results.append(json.loads(done.stdout.strip().splitlines()[-1]))
-        print(json.dumps(results[-1]), file=sys.stderr)
-    print(json.dumps(results, indent=1))
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(__file__, __doc__, CONFIGS, run_one))

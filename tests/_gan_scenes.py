@@ -1,13 +1,32 @@
-"""Shared bits of the pix2pixHD / SPADE tests: a tiny size, toy label maps, and overrides that turn a *-cpu preset
-into a seconds-long run on the procedural street scenes (``data.dataset=synthetic``, instance maps included)."""
+"""Shared bits of the pix2pixHD / SPADE / OASIS tests: a tiny size, toy label maps, and overrides that turn a *-cpu
+preset into a seconds-long run on the procedural street scenes (``data.dataset=synthetic``, instance maps included)."""
 
 from __future__ import annotations
 
 import numpy as np
+import torch
 from PIL import Image
+
+from inverseg.config import load_run_config
+from inverseg.labels import LabelSpec, get_scheme
+from inverseg.methods import get_method
 
 H, W = 32, 64
 SKY, ROAD, CAR = 0, 3, 8  # CamVid ids, as in the synthetic scenes
+SPEC = get_scheme("synthetic")  # CamVid's 11 classes + void (11)
+
+
+def build(preset: str, size, *overrides: str, spec: LabelSpec = SPEC, training: bool = False):
+    config = load_run_config(preset, list(overrides))
+    return get_method(config.method)(config.settings, spec, size, training=training), config
+
+
+def toy_label(batch: int = 1) -> torch.Tensor:
+    label = torch.full((batch, H, W), ROAD, dtype=torch.long)
+    label[:, :12] = SKY
+    label[:, 18:26, 8:24] = CAR
+    label[:, :, :3] = SPEC.ignore_index  # void → the don't-care channel
+    return label
 
 
 def synthetic_overrides(steps: int = 2) -> list[str]:

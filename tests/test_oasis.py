@@ -13,9 +13,8 @@ import torch
 from scipy import ndimage
 from torch import nn
 
-from _gan_scenes import CAR, ROAD, SKY, H, W, synthetic_overrides, synthetic_pair
+from _gan_scenes import CAR, ROAD, SKY, SPEC, H, W, build, synthetic_overrides, synthetic_pair, toy_label
 from inverseg.cli.main import main
-from inverseg.config import load_run_config
 from inverseg.labels import get_scheme
 from inverseg.losses.oasis import (
     class_balance_weights,
@@ -26,38 +25,16 @@ from inverseg.losses.oasis import (
     oasis_targets,
     real_class_loss,
 )
-from inverseg.methods import get_method
 from inverseg.models.oasis import OASISDiscriminator, OASISGenerator, draw_noise, region_index, resample_noise
 from inverseg.nn import count_parameters
 from inverseg.pipeline import Pipeline
 from inverseg.train import checkpoint as ckpt
 
-SPEC = get_scheme("synthetic")  # CamVid's 11 classes + void 11
 VOID = SPEC.ignore_index
 TINY = ("model.ngf=4", "model.spade_hidden=8", "model.z_dim=8", "discriminator.channels=[8,8,16,16,16]",
         "discriminator.last_channels=8")
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These networks are tiny: with 2 threads on a busy machine OpenMP synchronisation costs ~15× the compute."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def build(preset: str, size, *overrides: str, spec=SPEC, training: bool = False):
-    config = load_run_config(preset, list(overrides))
-    return get_method(config.method)(config.settings, spec, size, training=training), config
-
-
-def toy_label(batch: int = 1) -> torch.Tensor:
-    label = torch.full((batch, H, W), ROAD, dtype=torch.long)
-    label[:, :12] = SKY
-    label[:, 18:26, 8:24] = CAR
-    label[:, :, :3] = VOID
-    return label
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ------------------------------------------------------------------------------------------------ losses

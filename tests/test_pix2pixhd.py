@@ -9,24 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from _gan_scenes import CAR, ROAD, SKY, H, W, synthetic_overrides, synthetic_pair
+from _gan_scenes import CAR, ROAD, SKY, SPEC, H, W, build, synthetic_overrides, synthetic_pair
 from inverseg.cli.main import main
-from inverseg.config import load_run_config
-from inverseg.labels import LabelSpec, get_scheme
-from inverseg.methods import get_method
+from inverseg.labels import get_scheme
 from inverseg.methods.gan import build_discriminator
 from inverseg.models.pix2pixhd import LocalEnhancer
 from inverseg.nn import count_parameters
 from inverseg.pipeline import Pipeline
 from inverseg.train import checkpoint as ckpt
-
-SPEC = get_scheme("synthetic")  # CamVid's 11 classes + void (11)
-
-
-def build(preset: str, size, *overrides: str, spec: LabelSpec = SPEC, training: bool = False):
-    config = load_run_config(preset, list(overrides))
-    return get_method(config.method)(config.settings, spec, size, training=training), config
-
 
 def toy_batch(batch: int = 2, seed: int = 0) -> dict:
     """Road below sky, two cars (instances 8000, 8001) per image; images coloured per instance."""

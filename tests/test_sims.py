@@ -57,14 +57,8 @@ class ListDataset:
         return sample
 
 
+pytestmark = pytest.mark.usefixtures("one_thread")
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small tensors: one intra-op thread is as fast on an idle CPU and ~10× faster on a busy one."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 # ------------------------------------------------------------------------------------------ segments
 def test_connected_components_boxes_and_min_area():

@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import build_cityscapes
+from conftest import COLOURS, build_cityscapes, colour_dataset
 from inverseg.cli.main import main
 from inverseg.config import apply_overrides, build_run_config, load_run_config, read_preset
 from inverseg.data.synthetic import SyntheticStreets
@@ -39,26 +39,6 @@ def tiny_synthetic(tmp_path: Path, *overrides: str):
     return build_run_config(data, preset="tiny-sims")
 
 
-COLOURS = np.array([[200, 40, 40], [40, 200, 40], [40, 40, 200]], dtype=np.uint8)
-
-
-def colour_dataset(root: Path, count: int = 8, seed: int = 0) -> Path:
-    """Three flat-coloured classes in random rectangles (+ noise): colour identifies the class."""
-    rng = np.random.default_rng(seed)
-    for split in ("train", "val"):
-        (root / split / "images").mkdir(parents=True)
-        (root / split / "labels").mkdir(parents=True)
-        for index in range(count):
-            label = np.zeros((24, 32), np.uint8)
-            label[:, int(rng.integers(8, 24)):] = 1
-            top, left = int(rng.integers(0, 14)), int(rng.integers(0, 22))
-            label[top:top + 10, left:left + 10] = 2
-            image = np.clip(COLOURS[label].astype(int) + rng.integers(-15, 15, (24, 32, 3)), 0, 255).astype(np.uint8)
-            Image.fromarray(image).save(root / split / "images" / f"{split}_{index}.png")
-            Image.fromarray(label).save(root / split / "labels" / f"{split}_{index}.png")
-    return root
-
-
 def folder_config(data_root: Path, tmp_path: Path, *overrides: str):
     data = apply_overrides(read_preset("sims-cpu"), [
         "data.dataset=folder", f"data.path={data_root}", "data.size=[24,32]",
@@ -67,14 +47,8 @@ def folder_config(data_root: Path, tmp_path: Path, *overrides: str):
     return build_run_config(data, preset="tiny-sims-folder")
 
 
+pytestmark = pytest.mark.usefixtures("one_thread")
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small tensors: one intra-op thread is as fast on an idle CPU and ~10× faster on a busy one."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 # ------------------------------------------------------------------------------------------ presets
 def test_presets_parse_and_name_their_sources():

@@ -10,32 +10,16 @@ import pytest
 import torch
 from PIL import Image
 
-from _gan_scenes import CAR, ROAD, SKY, H, W, synthetic_overrides, synthetic_pair
+from _gan_scenes import SPEC, H, W, build, synthetic_overrides, synthetic_pair, toy_label
 from inverseg.cli.main import main
-from inverseg.config import load_run_config
-from inverseg.labels import LabelSpec, get_scheme
-from inverseg.methods import get_method
+from inverseg.labels import get_scheme
 from inverseg.models.spade import SPADEGenerator, StyleEncoder, start_grid
 from inverseg.nn import count_parameters
 from inverseg.pipeline import Pipeline
 from inverseg.train import checkpoint as ckpt
 
-SPEC = get_scheme("synthetic")  # CamVid's 11 classes + void (11)
 TINY = ("model.ngf=4", "model.spade_hidden=8", "vae.nf=4", f"vae.input_size=[{H},{W}]", "vae.num_layers=5",
         "vae.z_dim=8", "discriminator.ndf=8", "discriminator.num_layers=3", "loss.vgg_weights=null")
-
-
-def build(preset: str, size, *overrides: str, spec: LabelSpec = SPEC, training: bool = False):
-    config = load_run_config(preset, list(overrides))
-    return get_method(config.method)(config.settings, spec, size, training=training), config
-
-
-def toy_label(batch: int = 1) -> torch.Tensor:
-    label = torch.full((batch, H, W), ROAD, dtype=torch.long)
-    label[:, :12] = SKY
-    label[:, 18:26, 8:24] = CAR
-    label[:, :, :3] = SPEC.ignore_index  # void → SPADE's don't-care channel
-    return label
 
 
 def test_paper_preset_cityscapes_parameters_and_a_reduced_resolution_forward():

@@ -10,6 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import COLOURS, colour_dataset
 from inverseg.cli.main import main
 from inverseg.config import ConfigError, ScheduleConfig, apply_overrides, build_run_config, load_run_config, \
     preset_names, read_preset
@@ -18,24 +19,9 @@ from inverseg.pipeline import Pipeline
 from inverseg.train import Trainer
 from inverseg.train import checkpoint as ckpt
 
-# three classes with distinct colours; 24×32 images so a 3-module CRN from 6×8 fits
-COLOURS = np.array([[200, 40, 40], [40, 200, 40], [40, 40, 200]], dtype=np.uint8)
-
-
 def make_folder_dataset(root: Path, count: int = 6, seed: int = 0) -> Path:
-    rng = np.random.default_rng(seed)
-    for split in ("train", "val"):
-        (root / split / "images").mkdir(parents=True)
-        (root / split / "labels").mkdir(parents=True)
-        for index in range(count):
-            label = np.zeros((24, 32), np.uint8)
-            label[:, int(rng.integers(8, 24)):] = 1
-            top = int(rng.integers(0, 12))
-            label[top:top + 8, 4:12] = 2
-            noise = rng.integers(-20, 20, size=(24, 32, 3))
-            image = np.clip(COLOURS[label].astype(int) + noise, 0, 255).astype(np.uint8)
-            Image.fromarray(image).save(root / split / "images" / f"{split}_{index}.png")
-            Image.fromarray(label).save(root / split / "labels" / f"{split}_{index}.png")
+    """24×32 scenes of three colour-coded classes (a 3-module CRN from 6×8 fits), with their palette."""
+    colour_dataset(root, count, seed, square=8, top_range=12, left=4, noise=20)
     (root / "classes.tsv").write_text("0\tred\t200,40,40\n1\tgreen\t40,200,40\n2\tblue\t40,40,200\n")
     return root
 

@@ -36,6 +36,13 @@ class Method(nn.Module):
         """One optimisation step on a batch (all sub-steps, e.g. G then D); returns scalar losses to log."""
         raise NotImplementedError
 
+    def optimizer_step(self, name: str, loss: torch.Tensor) -> None:
+        """Backpropagate ``loss`` and step ``self.optimizers[name]`` (gradients of the last step cleared first)."""
+        optimizer = self.optimizers[name]
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
     def before_checkpoint(self, batches) -> None:
         """Hook before weights are saved or sampled (OASIS: recompute EMA batch-norm statistics)."""
 

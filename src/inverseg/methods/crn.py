@@ -141,10 +141,7 @@ class CRN(Method):
             loss, logs = self.diversity(images, batch["image"], layout, keys=keys)
         else:
             loss, logs = self.perceptual(images[:, 0], batch["image"], keys=keys)
-        optimizer = self.optimizers["generator"]
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        self.optimizer_step("generator", loss)
         result = {"loss": float(loss.detach())}
         result.update({key.replace("weighted/", "w_"): float(value) for key, value in logs.items()
                        if key.startswith("weighted/")})

@@ -6,6 +6,7 @@ pix2pixHD and SPADE (and the SPADE forks / OASIS later) build on :class:`GANMeth
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -13,7 +14,7 @@ from torch import nn
 
 from ..labels import LabelSpec
 from ..labels.spec import instance_edges
-from ..losses.adversarial import AdversarialLoss
+from ..losses.adversarial import AdversarialLoss, feature_matching_loss
 from ..losses.vgg import build_vgg_loss
 from ..nn.discriminator import MultiScaleDiscriminator
 from ..nn.ema import make_ema, recalibrate_batch_norm, update_ema
@@ -116,18 +117,50 @@ def make_optimizers(generator_params, discriminator_params, config: TTURConfig) 
 class GANMethod(Method):
     """Method with a generator, a discriminator, optional EMA of the generator and a VGG loss.
 
-    Subclasses create ``self.generator`` (and, when training, ``self.discriminator``), then call
+    Subclasses create ``self.generator`` (and ``self.encoder`` or None), then, when training, call
     :meth:`setup_training_parts`.  At inference (``training=False``) no EMA copy exists: when the checkpoint holds
     ``generator_ema`` weights, :meth:`load_checkpoint_state` loads them *into* ``self.generator``.
     """
 
-    def setup_training_parts(self, loss_config, ema_config: EMAConfig) -> None:
-        self.adversarial = AdversarialLoss(loss_config.gan_mode, loss_config.scale_reduction)
+    def setup_training_parts(self, discriminator_channels: int, zero_bias: bool) -> None:
+        """pix2pixHD's and SPADE's training-only parts: the PatchGAN D, the losses, EMA and the TTUR optimisers.
+
+        G's optimiser also holds the image/feature encoder (as officially).
+        """
+        settings, model, loss = self.settings, self.settings.model, self.settings.loss
+        self.discriminator = build_discriminator(settings.discriminator, discriminator_channels, model.init,
+                                                 model.init_gain, zero_bias)
+        self.adversarial = AdversarialLoss(loss.gan_mode, loss.scale_reduction)
         self.vgg_loss = None
-        if loss_config.lambda_vgg > 0:
-            self.vgg_loss = build_vgg_loss(loss_config.vgg_backbone, loss_config.vgg_weights,
-                                           loss_config.vgg_input_convention)
-        self.generator_ema = make_ema(self.generator) if ema_config.decay else None
+        if loss.lambda_vgg > 0:
+            self.vgg_loss = build_vgg_loss(loss.vgg_backbone, loss.vgg_weights, loss.vgg_input_convention)
+        self.generator_ema = make_ema(self.generator) if settings.ema.decay else None
+        generator_params = list(self.generator.parameters())
+        if self.encoder is not None:
+            generator_params += list(self.encoder.parameters())
+        self.optimizers = make_optimizers(generator_params, self.discriminator.parameters(), settings.optim)
+
+    # ------------------------------------------------------------------ training pieces
+    def generator_losses(self, pred_fake, pred_real, fake: torch.Tensor, real: torch.Tensor) -> dict[str, torch.Tensor]:
+        """pix2pixHD's and SPADE's G objective: GAN + λ_FM · feature matching on D's features + λ_VGG · VGG."""
+        loss = self.settings.loss
+        g_losses = {"g_gan": self.adversarial.generator(pred_fake)}
+        if loss.lambda_feat > 0:
+            g_losses["g_feat"] = feature_matching_loss(pred_fake, pred_real, loss.lambda_feat, loss.feat_weighting)
+        if self.vgg_loss is not None:
+            g_losses["g_vgg"] = loss.lambda_vgg * self.vgg_loss(fake, real)
+        return g_losses
+
+    def discriminator_fake(self, fake: torch.Tensor, regenerate: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """The fake D trains on (``loss.d_fake``): this step's, detached (pix2pixHD), or ``regenerate()`` run
+        under ``no_grad`` by the just-updated G (SPADE, OASIS: the official trainers call G again)."""
+        mode = self.settings.loss.d_fake
+        if mode == "reuse":
+            return fake.detach()
+        if mode == "regenerate":
+            with torch.no_grad():
+                return regenerate()
+        raise ValueError(f"loss.d_fake must be 'regenerate' or 'reuse', got {mode!r}")
 
     # ------------------------------------------------------------------ EMA
     def sampling_generator(self) -> nn.Module:

@@ -178,18 +178,11 @@ class OASIS(GANMethod):
         g_losses = {"g_adv": real_class_loss(self.discriminator(fake), label, weights)}
         if self.vgg_loss is not None:
             g_losses["g_vgg"] = loss.lambda_vgg * self.vgg_loss(fake, real)
-        optimizer = self.optimizers["generator"]
-        optimizer.zero_grad(set_to_none=True)
-        sum(g_losses.values()).backward()
-        optimizer.step()
+        self.optimizer_step("generator", sum(g_losses.values()))
         set_requires_grad(self.discriminator, True)
 
         # discriminator update: real → classes, fake → class 0, LabelMix consistency
-        if loss.d_fake == "regenerate":
-            with torch.no_grad():
-                fake = self.generator(layout, self.noise(label))
-        else:
-            fake = fake.detach()
+        fake = self.discriminator_fake(fake, lambda: self.generator(layout, self.noise(label)))
         fake_logits = self.discriminator(fake)
         real_logits = self.discriminator(real)
         d_losses = {"d_fake": fake_class_loss(fake_logits), "d_real": real_class_loss(real_logits, label, weights)}
@@ -199,10 +192,7 @@ class OASIS(GANMethod):
             mixed_logits = self.discriminator(labelmix_images(mask, real, fake))
             d_losses["d_labelmix"] = loss.lambda_labelmix * labelmix_loss(mixed_logits, real_logits, fake_logits,
                                                                           mask)
-        optimizer = self.optimizers["discriminator"]
-        optimizer.zero_grad(set_to_none=True)
-        sum(d_losses.values()).backward()
-        optimizer.step()
+        self.optimizer_step("discriminator", sum(d_losses.values()))
         self.update_ema()
         return self.floats({**g_losses, **d_losses})
 

@@ -34,20 +34,10 @@ from pathlib import Path
 import torch
 
 from ..labels import LabelSpec
-from ..losses.adversarial import feature_matching_loss
 from ..models.pix2pixhd import FeatureClusters, FeatureEncoder, build_generator
 from ..nn.layers import check_divisible, initialize
 from ..nn.pooling import broadcast_segments, segment_index
-from .gan import (
-    DiscriminatorConfig,
-    EMAConfig,
-    GANMethod,
-    TTURConfig,
-    build_discriminator,
-    encode_layout,
-    make_optimizers,
-    set_requires_grad,
-)
+from .gan import DiscriminatorConfig, EMAConfig, GANMethod, TTURConfig, encode_layout, set_requires_grad
 
 
 @dataclass
@@ -139,15 +129,9 @@ class Pix2PixHD(GANMethod):
             self.clusters = FeatureClusters(spec.num_classes + 1, features.n_clusters, features.feat_num)
         if not training:
             return
-        self.discriminator = build_discriminator(settings.discriminator, self.label_channels + 3, model.init,
-                                                 model.init_gain, zero_bias=False)
-        if model.pretrained_global:
+        if model.pretrained_global:  # before the EMA copy of G is made
             self.load_pretrained_global(model.pretrained_global)
-        self.setup_training_parts(settings.loss, settings.ema)
-        generator_params = list(self.generator.parameters())
-        if self.encoder is not None:
-            generator_params += list(self.encoder.parameters())
-        self.optimizers = make_optimizers(generator_params, self.discriminator.parameters(), settings.optim)
+        self.setup_training_parts(self.label_channels + 3, zero_bias=False)
 
     # ------------------------------------------------------------------ inputs
     def layout(self, label: torch.Tensor, instance: torch.Tensor | None, training: bool = False) -> torch.Tensor:
@@ -199,32 +183,16 @@ class Pix2PixHD(GANMethod):
         # generator update (D frozen while G's loss flows through it)
         set_requires_grad(self.discriminator, False)
         pred_fake = self.discriminator(torch.cat([layout, fake], dim=1))
-        g_losses = {"g_gan": self.adversarial.generator(pred_fake)}
-        if loss.lambda_feat > 0:
-            g_losses["g_feat"] = feature_matching_loss(pred_fake, pred_real, loss.lambda_feat, loss.feat_weighting)
-        if self.vgg_loss is not None:
-            g_losses["g_vgg"] = loss.lambda_vgg * self.vgg_loss(fake, real)
-        optimizer = self.optimizers["generator"]
-        optimizer.zero_grad(set_to_none=True)
-        sum(g_losses.values()).backward()
-        optimizer.step()
+        g_losses = self.generator_losses(pred_fake, pred_real, fake, real)
+        self.optimizer_step("generator", sum(g_losses.values()))
         self.update_ema()
 
         # discriminator update
         set_requires_grad(self.discriminator, True)
-        if loss.d_fake == "reuse":
-            fake_for_d = fake.detach()
-        elif loss.d_fake == "regenerate":
-            with torch.no_grad():
-                fake_for_d = self.generate(self.generator, layout, batch)
-        else:
-            raise ValueError(f"loss.d_fake must be 'reuse' or 'regenerate', got {loss.d_fake!r}")
+        fake_for_d = self.discriminator_fake(fake, lambda: self.generate(self.generator, layout, batch))
         pred_fake_d = self.discriminator(torch.cat([layout, fake_for_d], dim=1))
         d_real, d_fake = self.adversarial.discriminator(pred_real, pred_fake_d)
-        optimizer = self.optimizers["discriminator"]
-        optimizer.zero_grad(set_to_none=True)
-        (loss.d_loss_weight * (d_real + d_fake)).backward()
-        optimizer.step()
+        self.optimizer_step("discriminator", loss.d_loss_weight * (d_real + d_fake))
         return self.floats({**g_losses, "d_real": d_real, "d_fake": d_fake})
 
     def recalibration_forward(self, generator, batch: dict) -> None:

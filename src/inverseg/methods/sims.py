@@ -296,10 +296,7 @@ class SIMS(Method):
             cross_entropy = F.cross_entropy(semantic, self._semantic_target(label), ignore_index=-100)
             loss = loss + self.settings.loss.semantic_weight * cross_entropy
             result["semantic_ce"] = float(cross_entropy.detach())
-        optimizer = self.optimizers["synthesis"]
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        self.optimizer_step("synthesis", loss)
         return {"loss": float(loss.detach()), **result, "canvas_coverage": float(mask.mean())}
 
     def _semantic_target(self, label: torch.Tensor) -> torch.Tensor:
@@ -319,10 +316,7 @@ class SIMS(Method):
         windows, perturbed = self.transform_examples(self.bank, [int(self._transform_pool[int(i)]) for i in picks])
         theta = self.transformer(torch.cat([perturbed, windows[:, 3:4]], dim=1))
         loss = (warp(perturbed, theta)[:, :3] - windows[:, :3]).abs().mean()
-        optimizer = self.optimizers["transformer"]
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        self.optimizer_step("transformer", loss)
         baseline = (perturbed[:, :3] - windows[:, :3]).abs().mean()
         return {"transform_l1": float(loss.detach()), "transform_l1_unaligned": float(baseline)}
 
@@ -380,10 +374,7 @@ class SIMS(Method):
         inputs, targets, class_a, class_b, a_in_front = self.order_examples(self.bank, picks.tolist())
         logits = self.orderer(inputs)
         loss = F.cross_entropy(logits, targets)
-        optimizer = self.optimizers["orderer"]
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        self.optimizer_step("orderer", loss)
         with torch.no_grad():
             correct = ((pair_probability(logits.detach(), class_a, class_b) >= 0.5) == a_in_front).float().mean()
         return {"order_ce": float(loss.detach()), "order_accuracy": float(correct)}

@@ -24,19 +24,10 @@ from dataclasses import dataclass, field
 import torch
 
 from ..labels import LabelSpec
-from ..losses.adversarial import feature_matching_loss, kl_divergence
+from ..losses.adversarial import kl_divergence
 from ..models.spade import SPADEGenerator, StyleEncoder, reparameterize
 from ..nn.layers import initialize
-from .gan import (
-    DiscriminatorConfig,
-    EMAConfig,
-    GANMethod,
-    TTURConfig,
-    build_discriminator,
-    encode_layout,
-    make_optimizers,
-    set_requires_grad,
-)
+from .gan import DiscriminatorConfig, EMAConfig, GANMethod, TTURConfig, encode_layout, set_requires_grad
 
 
 @dataclass
@@ -118,13 +109,7 @@ class SPADE(GANMethod):
             self.encoder = initialize(encoder, model.init, model.init_gain)
         if not training:
             return
-        self.discriminator = build_discriminator(settings.discriminator, self.label_channels + 3, model.init,
-                                                 model.init_gain, zero_bias=True)
-        self.setup_training_parts(settings.loss, settings.ema)
-        generator_params = list(self.generator.parameters())
-        if self.encoder is not None:
-            generator_params += list(self.encoder.parameters())
-        self.optimizers = make_optimizers(generator_params, self.discriminator.parameters(), settings.optim)
+        self.setup_training_parts(self.label_channels + 3, zero_bias=True)
 
     # ------------------------------------------------------------------ pieces
     def layout(self, label: torch.Tensor, instance: torch.Tensor | None, training: bool = False) -> torch.Tensor:
@@ -160,34 +145,18 @@ class SPADE(GANMethod):
         fake, kld = self.generate(self.generator, layout, real, with_kld=True)
         set_requires_grad(self.discriminator, False)
         pred_fake, pred_real = self.discriminate(layout, fake, real)
-        g_losses = {"g_gan": self.adversarial.generator(pred_fake)}
-        if loss.lambda_feat > 0:
-            g_losses["g_feat"] = feature_matching_loss(pred_fake, pred_real, loss.lambda_feat, loss.feat_weighting)
-        if self.vgg_loss is not None:
-            g_losses["g_vgg"] = loss.lambda_vgg * self.vgg_loss(fake, real)
+        g_losses = self.generator_losses(pred_fake, pred_real, fake, real)
         if kld is not None:
             g_losses["g_kld"] = kld
-        optimizer = self.optimizers["generator"]
-        optimizer.zero_grad(set_to_none=True)
-        sum(g_losses.values()).backward()
-        optimizer.step()
+        self.optimizer_step("generator", sum(g_losses.values()))
         self.update_ema()
 
         # discriminator update
         set_requires_grad(self.discriminator, True)
-        if loss.d_fake == "regenerate":
-            with torch.no_grad():
-                fake_for_d, _ = self.generate(self.generator, layout, real)
-        elif loss.d_fake == "reuse":
-            fake_for_d = fake.detach()
-        else:
-            raise ValueError(f"loss.d_fake must be 'regenerate' or 'reuse', got {loss.d_fake!r}")
+        fake_for_d = self.discriminator_fake(fake, lambda: self.generate(self.generator, layout, real)[0])
         pred_fake, pred_real = self.discriminate(layout, fake_for_d, real)
         d_real, d_fake = self.adversarial.discriminator(pred_real, pred_fake)
-        optimizer = self.optimizers["discriminator"]
-        optimizer.zero_grad(set_to_none=True)
-        (loss.d_loss_weight * (d_real + d_fake)).backward()
-        optimizer.step()
+        self.optimizer_step("discriminator", loss.d_loss_weight * (d_real + d_fake))
         return self.floats({**g_losses, "d_real": d_real, "d_fake": d_fake})
 
     def recalibration_forward(self, generator, batch: dict) -> None:

@@ -35,6 +35,19 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def tf_slim_init(module: nn.Module) -> None:
+    """TF-slim defaults (CRN's and SIMS's code): Xavier-uniform conv/linear weights (fan = k·k·channels, as in
+    PyTorch), zero biases, unit GroupNorm scales."""
+    for layer in module.modules():
+        if isinstance(layer, (nn.Conv2d, nn.Linear)):
+            nn.init.xavier_uniform_(layer.weight)
+            if layer.bias is not None:
+                nn.init.zeros_(layer.bias)
+        elif isinstance(layer, nn.GroupNorm):
+            nn.init.ones_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
+
 class RefinementModule(nn.Module):
     """One module M_i (paper Fig. 3): input layer → 2 × [3×3 conv → layer norm → LReLU] at one resolution."""
 
@@ -93,15 +106,7 @@ class CRNGenerator(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """TF-slim defaults: Xavier-uniform weights (fan = k·k·channels, as in PyTorch), zero biases."""
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.xavier_uniform_(module.weight)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.GroupNorm):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
+        tf_slim_init(self)
 
     # ------------------------------------------------------------------ sizes
     def resolution(self, index: int) -> tuple[int, int]:

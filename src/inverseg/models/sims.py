@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .crn import RefinementModule
+from .crn import RefinementModule, tf_slim_init
 
 
 class ConvStack(nn.Module):
@@ -46,18 +46,6 @@ class ConvStack(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x)
-
-
-def _xavier(module: nn.Module) -> None:
-    """TF-slim defaults as in CRN: Xavier-uniform convolution/linear weights, zero biases, unit norm scales."""
-    for layer in module.modules():
-        if isinstance(layer, (nn.Conv2d, nn.Linear)):
-            nn.init.xavier_uniform_(layer.weight)
-            if layer.bias is not None:
-                nn.init.zeros_(layer.bias)
-        elif isinstance(layer, nn.GroupNorm):
-            nn.init.ones_(layer.weight)
-            nn.init.zeros_(layer.bias)
 
 
 def _pool(x: torch.Tensor) -> torch.Tensor:
@@ -116,7 +104,7 @@ class SynthesisNetwork(nn.Module):
         self.final = RefinementModule(layout_channels + decoder_widths[0], final_width)
         self.to_rgb = nn.Conv2d(final_width, 3, 1)
         self.to_semantic = nn.Conv2d(final_width, semantic_classes, 1) if semantic_classes else None
-        _xavier(self)
+        tf_slim_init(self)
 
     def _layout_at(self, layout: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         if tuple(layout.shape[-2:]) == tuple(size):
@@ -182,7 +170,7 @@ class TransformationNetwork(nn.Module):
             previous = width
         self.encoder = nn.Sequential(*blocks)
         self.head = nn.Linear(previous, self.PARAMS[params])
-        _xavier(self)
+        tf_slim_init(self)
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
 
@@ -218,7 +206,7 @@ class OrderingNetwork(nn.Module):
         self.hidden = nn.Linear(previous, hidden)
         self.dropout = nn.Dropout(dropout)
         self.classify = nn.Linear(hidden, num_classes)
-        _xavier(self)
+        tf_slim_init(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         features = self.encoder(x).mean(dim=(2, 3))

@@ -196,7 +196,11 @@ class Trainer:
                     last_losses = {k: sum(v) / len(v) for k, v in running.items()}
                     running = {}
                     self._log(last_losses, epoch, time.monotonic() - start_time)
-                    progress.set_postfix({k: f"{v:.3g}" for k, v in list(last_losses.items())[:4]})
+                    postfix = {k: f"{v:.3g}" for k, v in list(last_losses.items())[:4]}
+                    left = min(deadline - time.monotonic(), cpu_budget - (time.process_time() - cpu_start))
+                    if left < math.inf:  # a time budget ends the run long before train.steps: show what is left
+                        postfix["budget_left"] = f"{max(left, 0) / 60:.1f}min"
+                    progress.set_postfix(postfix)
                 if train.sample_every and self.step % train.sample_every == 0:
                     self.write_samples()
                 if train.checkpoint_every and self.step % train.checkpoint_every == 0:
