@@ -11,7 +11,8 @@ it times side by side in one run:
 * ``inverseg_cache`` — the same with ``loss.cache_reference=true`` (reference VGG features reused across
                 epochs; valid without random augmentation), measured once the cache is warm.
 
-For each: seconds per training step, inference milliseconds per image (generator only), achieved GFLOP/s
+For each: seconds per training step (wall and process CPU time — with one thread the CPU time is the figure to
+compare on a shared machine), inference milliseconds per image (generator only), achieved GFLOP/s
 (FLOPs of one training step from ``torch.utils.flop_counter`` divided by the step time) and the peak RSS of a
 fresh process.  Every configuration runs in its own subprocess so peak RSS is per configuration.  Timings vary
 ±30 % between runs on a shared machine: compare within one run.
@@ -80,10 +81,11 @@ def measure(variant: str, size_key: str, steps: int, threads: int, queue) -> Non
     with FlopCounterMode(display=False) as counter:
         step(batches[0])
     flops = counter.get_total_flops()
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), time.process_time()
     for index in range(steps):
         step(batches[index % 2])
     seconds = (time.perf_counter() - start) / steps
+    cpu_seconds = (time.process_time() - start_cpu) / steps  # robust to other jobs when threads=1
     layout = method.encode(batches[0]["label"])
     with torch.no_grad():
         method.generator(layout)
@@ -93,6 +95,7 @@ def measure(variant: str, size_key: str, steps: int, threads: int, queue) -> Non
         inference_ms = (time.perf_counter() - start) / steps * 1000
     queue.put({
         "variant": variant, "size": size_key, "threads": threads, "train_step_s": round(seconds, 3),
+        "train_step_cpu_s": round(cpu_seconds, 3),
         "inference_ms_per_image": round(inference_ms, 1), "train_step_gflop": round(flops / 1e9, 2),
         "achieved_gflop_per_s": round(flops / 1e9 / seconds, 1),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
@@ -118,8 +121,9 @@ def main() -> None:
     for size_key in SIZES:
         by = {r["variant"]: r for r in results if r["size"] == size_key}
         summary[size_key] = {
-            "speedup_inverseg_vs_plain": round(by["plain"]["train_step_s"] / by["inverseg"]["train_step_s"], 2),
-            "speedup_cache_vs_plain": round(by["plain"]["train_step_s"] / by["inverseg_cache"]["train_step_s"], 2),
+            f"speedup_{name}_vs_plain{suffix}": round(by["plain"][key] / by[variant][key], 2)
+            for name, variant in (("inverseg", "inverseg"), ("cache", "inverseg_cache"))
+            for suffix, key in (("", "train_step_s"), ("_cpu_time", "train_step_cpu_s"))
         }
     load = open("/proc/loadavg").read().split()[0]
     print(json.dumps({"load_average_1min_at_end": float(load), "results": results, "summary": summary}, indent=1))

@@ -223,8 +223,23 @@ def test_evaluate_checkpoint_of_a_real_tiny_crn_run(env, capsys, tmp_path):
         .method.generator.parameters())
     assert result["protocol"]["num_images"]["generated"] == 4 and result["protocol"]["generated_size"] == [H, W]
     assert (run / "eval" / "eval_val.md").is_file() and (run / "eval" / "eval_val_samples.png").is_file()
+    cpu_seconds = json.loads(next((run / "checkpoints").glob("step_*/state.json")).read_text())["cpu_seconds"]
+    assert source["train_cpu_seconds"] == cpu_seconds > 0
     capsys.readouterr()
-    assert main(["compare", str(run)]) == 0 and "run" in capsys.readouterr().out
+    assert main(["compare", str(run), "--markdown"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].startswith("| method | params | steps | train CPU-min |")
+    assert table[2].startswith(f"| run | ") and f"| 3 | {cpu_seconds / 60:.1f} |" in table[2]
+    # the report keeps its sample tiles; --figure puts runs side by side: layout | run | run | real
+    tiles = result["report"]["sample_tiles"]
+    assert tiles["names"] and all((Path(tiles["folder"]) / f"{name}_{kind}.png").is_file()
+                                  for name in tiles["names"] for kind in ("layout", "generated", "real"))
+    figure = tmp_path / "figure.png"
+    assert main(["compare", str(run), str(run), "--figure", str(figure), "--rows", "2"]) == 0
+    width, height = Image.open(figure).size
+    rows = min(2, len(tiles["names"]))
+    assert height == 14 + rows * 96 + (rows + 1) * 4  # title line + rows of 96-px tiles + padding
+    assert width == 4 * round(96 * W / H) + 5 * 4  # four columns
     # a single-output CRN cannot give k = 2 samples: one line, no traceback
     assert evaluate("--checkpoint", run, "--dataset", "folder", "--data", env / "data", "--evaluator",
                     env / "colour.json", "--k", "2") == 1

@@ -138,7 +138,7 @@ def run(args) -> int:
         state = json.loads((checkpoint / "state.json").read_text())
         source = {"kind": "checkpoint", "name": args.name or run_dir.name, "method": state.get("method", ""),
                   "parameters": parameters, "checkpoint": str(checkpoint), "step": state.get("step"),
-                  "seed": args.seed}
+                  "train_cpu_seconds": state.get("cpu_seconds"), "seed": args.seed}
         out = Path(args.json) if args.json else run_dir / "eval" / f"eval_{args.split}.json"
     else:
         if not args.labels:

@@ -284,6 +284,8 @@ def summarize(result: dict) -> dict:
         "name": source.get("name", ""),
         "method": source.get("method", ""),
         "parameters": source.get("parameters"),
+        "step": source.get("step"),
+        "train_cpu_seconds": source.get("train_cpu_seconds"),
         "fd_name": metrics["frechet"]["name"],
         "fd": metrics["frechet"]["generated_vs_real"],
         "fd_real": metrics["frechet"].get("real_reference_vs_real"),

@@ -2,7 +2,8 @@
 table of several evaluations.
 
 Everything is drawn with PIL (no matplotlib).  A report is a set of files sharing one stem, e.g.
-``RUN/eval/eval_val.{json,md,html}``, ``eval_val_iou.png``, ``eval_val_samples.png``.
+``RUN/eval/eval_val.{json,md,html}``, ``eval_val_iou.png``, ``eval_val_samples.png`` (and its tiles in
+``eval_val_samples/``).
 """
 
 from __future__ import annotations
@@ -67,9 +68,8 @@ def iou_chart(generated: dict, real: dict, title: str = "per-class IoU") -> np.n
 def sample_grid(spec: LabelSpec, names: list[str], layouts: list, generated: list[list], real: dict,
                 count: int = 6, max_k: int = 4, height: int = 96) -> np.ndarray:
     """Rows: coloured layout | generated sample(s) | real image (when the split has one of that name)."""
-    step = max(1, len(names) // count)
     rows = []
-    for index in list(range(0, len(names), step))[:count]:
+    for index in sample_indices(names, count):
         row = [fit_height(spec.colorize(layouts[index]), height, nearest=True)]
         row += [fit_height(to_uint8(image), height) for image in generated[index][:max_k]]
         if names[index] in real:
@@ -78,6 +78,53 @@ def sample_grid(spec: LabelSpec, names: list[str], layouts: list, generated: lis
     k = min(max_k, len(generated[0]))
     titles = ["layout", *(["generated"] if k == 1 else [f"sample {i}" for i in range(k)]), "real"]
     return grid(rows, titles=titles)
+
+
+def sample_indices(names: list[str], count: int) -> list[int]:
+    """``count`` layouts spread evenly over the split (the same ones in every report of that split)."""
+    step = max(1, len(names) // count)
+    return list(range(0, len(names), step))[:count]
+
+
+def save_sample_tiles(folder: Path, spec: LabelSpec, names: list[str], layouts: list, generated: list[list],
+                      real: dict, count: int = 6) -> dict:
+    """The sample grid's tiles as PNGs (``NAME_layout``, ``NAME_generated``, ``NAME_real``), so that
+    ``inverseg compare --figure`` can put several runs' outputs for the same layouts side by side."""
+    picked = [names[index] for index in sample_indices(names, count)]
+    for index, name in zip(sample_indices(names, count), picked):
+        save_png(spec.colorize(layouts[index]), folder / f"{name}_layout.png")
+        save_png(to_uint8(generated[index][0]), folder / f"{name}_generated.png")
+        if name in real:
+            save_png(to_uint8(real[name]), folder / f"{name}_real.png")
+    return {"folder": str(folder), "names": picked}
+
+
+def compare_figure(results: list[dict], rows: int = 4, height: int = 96) -> np.ndarray:
+    """Layout | each evaluation's output | real image, for layouts every evaluation's report kept."""
+    tiles = [result.get("report", {}).get("sample_tiles") for result in results]
+    missing = [result["_file"] for result, tile in zip(results, tiles) if not tile]
+    if missing:
+        raise ValueError(f"{missing[0]}: no sample tiles in this evaluation (made before they existed); "
+                         f"fix: run 'inverseg evaluate' again")
+    common = [name for name in tiles[0]["names"] if all(name in tile["names"] for tile in tiles)]
+    if not common:
+        raise ValueError("the evaluations share no sample layouts (different datasets or splits?)")
+
+    def tile(folder: str, name: str, kind: str, nearest: bool = False) -> np.ndarray | None:
+        path = Path(folder) / f"{name}_{kind}.png"
+        return fit_height(np.asarray(Image.open(path).convert("RGB")), height, nearest) if path.is_file() else None
+
+    first = tiles[0]["folder"]
+    grid_rows = []
+    for name in common[:rows]:
+        row = [tile(first, name, "layout", nearest=True)]
+        row += [tile(t["folder"], name, "generated") for t in tiles]
+        real = tile(first, name, "real")
+        grid_rows.append([t for t in row + [real] if t is not None])
+    titles = ["layout", *(r["summary"]["name"] or r["summary"]["method"] for r in results)]
+    if len(grid_rows[0]) > len(titles):
+        titles.append("real")
+    return grid(grid_rows, titles=titles)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -183,8 +230,9 @@ def write_report(result: dict, json_path: str | Path, spec: LabelSpec, names: li
     chart = save_png(iou_chart(segmentation["generated"]["per_class_iou"], segmentation["real"]["per_class_iou"]),
                      folder / f"{stem}_iou.png")
     samples = save_png(sample_grid(spec, names, layouts, generated, real), folder / f"{stem}_samples.png")
+    tiles = save_sample_tiles(folder / f"{stem}_samples", spec, names, layouts, generated, real)
     paths = {"json": str(json_path), "markdown": str(folder / f"{stem}.md"), "html": str(folder / f"{stem}.html"),
-             "iou_chart": str(chart), "samples": str(samples)}
+             "iou_chart": str(chart), "samples": str(samples), "sample_tiles": tiles}
     result["report"] = paths
     atomic_write_text(paths["markdown"], markdown_report(result, chart.name, samples.name))
     atomic_write_text(paths["html"], html_report(result, chart.name, samples.name))
@@ -231,13 +279,16 @@ def compare_table(results: list[dict], markdown: bool = False) -> str:
     kd_names = sorted({s["kd_name"] for s in summaries})
     fd_header = fd_names[0] if len(fd_names) == 1 else "FD"
     kd_header = kd_names[0] if len(kd_names) == 1 else "KD"
-    header = ["method", "params", f"{fd_header}↓", f"{kd_header}↓", "mIoU gen↑", "mIoU real", "pix acc gen↑",
+    header = ["method", "params", "steps", "train CPU-min", f"{fd_header}↓", f"{kd_header}↓", "mIoU gen↑", "mIoU real", "pix acc gen↑",
               "diversity↑"]
     rows = []
     for summary in summaries:
         fd = _number(summary["fd"], 1) + ("" if len(fd_names) == 1 else f" ({summary['fd_name']})")
         kd = _number(summary["kd"], 4) + ("" if len(kd_names) == 1 else f" ({summary['kd_name']})")
-        rows.append([summary["name"] or summary["method"] or "?", _parameters(summary["parameters"]), fd, kd,
+        cpu_seconds = summary.get("train_cpu_seconds")
+        rows.append([summary["name"] or summary["method"] or "?", _parameters(summary["parameters"]),
+                     _number(summary.get("step"), 0), _number(None if cpu_seconds is None else cpu_seconds / 60, 1),
+                     fd, kd,
                      _number(_percent(summary["miou_generated"]), 1), _number(_percent(summary["miou_real"]), 1),
                      _number(_percent(summary["pixel_accuracy_generated"]), 1), _number(summary["diversity"], 4)])
     notes = [f"mIoU and pixel accuracy in %; {fd_header} real-vs-real: " +
