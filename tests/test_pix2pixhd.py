@@ -147,6 +147,9 @@ def test_train_and_synthesize_through_cli_and_pipeline(tmp_path):
 
     pipe = Pipeline.from_pretrained(run)
     assert not hasattr(pipe.method, "discriminator")
+    # the report's "params": G + feature encoder (the clusters are buffers; no EMA copy exists at inference)
+    assert pipe.method.inference_parameter_count() == sum(
+        p.numel() for module in (pipe.method.generator, pipe.method.encoder) for p in module.parameters())
     label, photo = synthetic_pair()
     seed_a, seed_a2, seed_b = pipe(label, seed=1), pipe(label, seed=1), pipe(label, seed=7)
     assert np.array_equal(np.asarray(seed_a[0]), np.asarray(seed_a2[0]))

@@ -133,8 +133,7 @@ def run(args) -> int:
                                                                      file=sys.stderr, disable=None))
         except ValueError as error:  # e.g. k larger than the model can produce
             raise UserError(str(error)) from None
-        parameters = sum(p.numel() for name in pipe.method.inference_modules
-                         for p in getattr(pipe.method, name).parameters())
+        parameters = pipe.method.inference_parameter_count()
         state = json.loads((checkpoint / "state.json").read_text())
         source = {"kind": "checkpoint", "name": args.name or run_dir.name, "method": state.get("method", ""),
                   "parameters": parameters, "checkpoint": str(checkpoint), "step": state.get("step"),

@@ -13,6 +13,7 @@ from Caffe/Keras weights; those weights expect BGR [0, 255] minus the Caffe mean
 
 from __future__ import annotations
 
+import sys
 import warnings
 from typing import Sequence
 
@@ -66,8 +67,9 @@ def build_vgg_loss(backbone: str = "auto", weights: str | None = "auto", input_c
                              weights=weights)
     if verbose:
         for warning in caught:
-            print(f"note: {warning.message}")
+            print(f"note: {warning.message}", file=sys.stderr)
         if extractor.arch != "vgg19" and extractor.input_convention == "legacy" and weights is not None:
             print("note: the VGG loss feeds [-1,1] images (legacy) to VGG16 weights trained on Caffe inputs; "
-                  "set loss.vgg_input_convention=caffe (or auto) for the convention of these weights")
+                  "set loss.vgg_input_convention=caffe (or auto) for the convention of these weights",
+                  file=sys.stderr)
     return VGGLoss(extractor)

@@ -31,6 +31,12 @@ class Method(nn.Module):
         self.is_training_setup = training
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
 
+    def inference_parameter_count(self) -> int:
+        """Parameters of the networks that synthesise (the "params" column of reports).  Modules absent at
+        inference (e.g. the EMA copy, loaded into the generator) or switched off (None) are skipped."""
+        modules = (getattr(self, name, None) for name in self.inference_modules)
+        return sum(p.numel() for module in modules if isinstance(module, nn.Module) for p in module.parameters())
+
     # ------------------------------------------------------------------ training
     def train_step(self, batch: dict, step: int) -> dict[str, float]:
         """One optimisation step on a batch (all sub-steps, e.g. G then D); returns scalar losses to log."""

@@ -10,6 +10,7 @@ as area-downsampled one-hot with a void channel; VGG-19 with average pooling.
 
 from __future__ import annotations
 
+import sys
 import warnings
 from dataclasses import dataclass, field
 
@@ -89,7 +90,7 @@ def build_vgg(config: PerceptualConfig, layers: tuple[str, ...]):
         vgg = load_vgg(arch, layers=layers, pooling=config.pooling, input_convention=config.input_convention,
                        weights=config.weights)
     for warning in caught:
-        print(f"note: {warning.message}")
+        print(f"note: {warning.message}", file=sys.stderr)
     return vgg
 
 
