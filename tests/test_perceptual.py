@@ -311,3 +311,20 @@ def test_diversity_single_output_equals_perceptual_and_batches():
     assert outputs.grad[:, 0].abs().sum() > 0 and outputs.grad[:, 1].abs().sum() > 0
     with pytest.raises(ValueError, match="label must be"):
         diversity(outputs, reference, label[..., :16])
+
+
+def test_diversity_backward_through_the_rebalancing_step():
+    """The step on which λ is rebalanced must still backpropagate: the weights in the loss graph are a copy, the
+    buffer is updated in place (regression: crn diversity training crashed at step rebalance_at)."""
+    balancer = LambdaBalancer(("pixel",) + CRN_LAYERS, mode="once", rebalance_at=2, window=2)
+    perceptual = PerceptualLoss(StandIn(), balancer=balancer).train()
+    diversity = DiversityLoss(perceptual, mean_mix=0.001)
+    label = two_class_label()
+    reference = images(seed=1)
+    before = balancer.weights.clone()
+    for step in range(3):
+        outputs = torch.stack([images(seed=2 + step), images(seed=9 + step)], 1).requires_grad_(True)
+        total, _ = diversity(outputs, reference, label)
+        total.backward()
+        assert outputs.grad.abs().sum() > 0
+    assert bool(balancer.rebalanced) and not torch.equal(balancer.weights, before)

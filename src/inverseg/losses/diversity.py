@@ -69,7 +69,7 @@ class DiversityLoss(nn.Module):
     def forward(self, images: torch.Tensor, reference: torch.Tensor, label: torch.Tensor,
                 keys: Sequence[str] | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         terms = self.class_terms(images, reference, label, keys)  # (T, B, k, C)
-        weights = self.perceptual.balancer.weights.to(terms)
+        weights = self.perceptual.balancer.current().to(terms)
         per_output = torch.einsum("t,tbuc->buc", weights, terms)  # (B, k, C)
         best, choice = per_output.min(dim=1)  # (B, C)
         total = best.sum(1).mean()

@@ -120,6 +120,11 @@ class LambdaBalancer(nn.Module):
             raise ValueError("the official λ sets have 6 terms: pixel, conv1_2 … conv5_2")
         return cls(term_names, mode="fixed", initial_weights=OFFICIAL_LAMBDAS[preset])
 
+    def current(self) -> torch.Tensor:
+        """A copy of the weights for a loss graph: a rebalance updates the buffer in place, which would otherwise
+        invalidate a graph built before it (the diversity loss weights its terms before they are observed)."""
+        return self.weights.detach().clone()
+
     def weight(self, name: str) -> torch.Tensor:
         return self.weights[self.term_names.index(name)]
 
@@ -348,7 +353,7 @@ class PerceptualLoss(nn.Module):
         """(T,) unweighted terms → weighted total and logs; observes them in training mode."""
         if self.training and torch.is_grad_enabled():
             self.balancer.observe(unweighted)
-        weighted = unweighted * self.balancer.weights.to(unweighted)
+        weighted = unweighted * self.balancer.current().to(unweighted)
         logs = {}
         for name, raw, value in zip(self.term_names, unweighted.detach(), weighted.detach()):
             logs[f"unweighted/{name}"] = raw
