@@ -90,13 +90,14 @@ def save_sample_tiles(folder: Path, spec: LabelSpec, names: list[str], layouts: 
                       real: dict, count: int = 6) -> dict:
     """The sample grid's tiles as PNGs (``NAME_layout``, ``NAME_generated``, ``NAME_real``), so that
     ``inverseg compare --figure`` can put several runs' outputs for the same layouts side by side."""
-    picked = [names[index] for index in sample_indices(names, count)]
-    for index, name in zip(sample_indices(names, count), picked):
+    picked = sample_indices(names, count)
+    for index in picked:
+        name = names[index]
         save_png(spec.colorize(layouts[index]), folder / f"{name}_layout.png")
         save_png(to_uint8(generated[index][0]), folder / f"{name}_generated.png")
         if name in real:
             save_png(to_uint8(real[name]), folder / f"{name}_real.png")
-    return {"folder": str(folder), "names": picked}
+    return {"folder": str(folder), "names": [names[index] for index in picked]}
 
 
 def compare_figure(results: list[dict], rows: int = 4, height: int = 96) -> np.ndarray:

@@ -177,11 +177,15 @@ class Trainer:
         stream = self.batches(self.step)
         epoch = 0
         try:
+            def budget_left() -> tuple[float, float]:  # (wall, CPU) seconds left; inf without a budget
+                return deadline - time.monotonic(), cpu_budget - (time.process_time() - cpu_start)
+
             while self.step < total:
-                if time.monotonic() > deadline:
+                wall_left, cpu_left = budget_left()
+                if wall_left < 0:
                     stop_reason = "time"
                     break
-                if time.process_time() - cpu_start > cpu_budget:
+                if cpu_left < 0:
                     stop_reason = "cpu_time"
                     break
                 epoch, batch = next(stream)
@@ -197,7 +201,7 @@ class Trainer:
                     running = {}
                     self._log(last_losses, epoch, time.monotonic() - start_time)
                     postfix = {k: f"{v:.3g}" for k, v in list(last_losses.items())[:4]}
-                    left = min(deadline - time.monotonic(), cpu_budget - (time.process_time() - cpu_start))
+                    left = min(budget_left())
                     if left < math.inf:  # a time budget ends the run long before train.steps: show what is left
                         postfix["budget_left"] = f"{max(left, 0) / 60:.1f}min"
                     progress.set_postfix(postfix)
