@@ -116,7 +116,7 @@ def test_preview_writes_grid_of_expected_layout(tmp_path, capsys):
 
 def test_preview_of_a_folder_needs_a_kind(tmp_path, capsys):
     build_camvid(tmp_path, {"train": 1})
-    assert main(["data", "preview", str(tmp_path), "--out", str(tmp_path / "p.png")]) == 1
+    assert main(["data", "preview", str(tmp_path), "--out", str(tmp_path / "p.png")]) == 2
     assert "pass --dataset KIND" in capsys.readouterr().err
     assert not (tmp_path / "p.png").exists()
 

@@ -187,7 +187,7 @@ def test_evaluate_without_an_evaluator_says_how_to_train_one(env, capsys):
     status = evaluate("--images", images, "--labels", env / "data" / "val" / "labels", "--dataset", "folder",
                       "--data", env / "data", "--json", env / "results" / "none.json")
     error = capsys.readouterr().err
-    assert status == 1 and len(error.strip().splitlines()) == 1
+    assert status == 2 and len(error.strip().splitlines()) == 1
     assert f"inverseg evaluator train --dataset folder --data {env / 'data'} --size {H}x{W}" in error
     assert str(env / "cache" / "evaluators") in error
 
@@ -197,7 +197,7 @@ def test_evaluate_images_name_mismatch_is_one_line(env, capsys, tmp_path):
     shutil.copytree(generated_folder(env, "copies"), folder)
     (folder / "val_0.png").rename(folder / "vall_0.png")
     assert evaluate("--images", folder, "--labels", env / "data" / "val" / "labels", "--dataset", "folder",
-                    "--data", env / "data", "--evaluator", env / "colour.json") == 1
+                    "--data", env / "data", "--evaluator", env / "colour.json") == 2
     assert "match no label file" in capsys.readouterr().err
 
 
@@ -242,7 +242,7 @@ def test_evaluate_checkpoint_of_a_real_tiny_crn_run(env, capsys, tmp_path):
     assert width == 4 * round(96 * W / H) + 5 * 4  # four columns
     # a single-output CRN cannot give k = 2 samples: one line, no traceback
     assert evaluate("--checkpoint", run, "--dataset", "folder", "--data", env / "data", "--evaluator",
-                    env / "colour.json", "--k", "2") == 1
+                    env / "colour.json", "--k", "2") == 2
     assert "num_outputs" in capsys.readouterr().err
 
 

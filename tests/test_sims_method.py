@@ -197,7 +197,7 @@ def test_bank_cli_build_and_info(tmp_path, capsys):
                  "--size", "24x32", "--quiet"]) == 1  # exists: refuses without --overwrite
     assert "already exists" in capsys.readouterr().err
     assert main(["bank", "build", "--dataset", "folder", "--data", str(data_root), "--out", str(tmp_path / "x"),
-                 "--size", "24by32"]) == 1
+                 "--size", "24by32"]) == 2
 
 
 def test_a_trained_sims_bank_mismatch_is_a_clear_error(tmp_path):

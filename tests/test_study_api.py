@@ -220,13 +220,13 @@ def test_cli_results_text_and_json(study, capsys):
 
 
 def test_cli_results_errors(tmp_path, capsys):
-    assert main(["study", "results", str(tmp_path / "missing.sqlite")]) == 1
+    assert main(["study", "results", str(tmp_path / "missing.sqlite")]) == 2
     assert "no such study database" in capsys.readouterr().err
     (tmp_path / "text.sqlite").write_text("not a database at all, but long enough to look like a file " * 5)
-    assert main(["study", "results", str(tmp_path / "text.sqlite")]) == 1
+    assert main(["study", "results", str(tmp_path / "text.sqlite")]) == 2
     assert "not a database" in capsys.readouterr().err
     sqlite3.connect(tmp_path / "other.sqlite").execute("CREATE TABLE t (x)").connection.commit()
-    assert main(["study", "results", str(tmp_path / "other.sqlite")]) == 1
+    assert main(["study", "results", str(tmp_path / "other.sqlite")]) == 2
     assert "not a study database" in capsys.readouterr().err
 
 
@@ -240,7 +240,7 @@ def test_cli_serve_prepare_and_errors(tmp_path, capsys):
     assert [s["pairs"] for s in StudyStore(db).studies()] == [2]
 
     def fails(*args: str) -> str:
-        assert main(["study", "serve", *args, "--db", str(db), "--prepare-only"]) == 1
+        assert main(["study", "serve", *args, "--db", str(db), "--prepare-only"]) == 2
         return capsys.readouterr().err
 
     assert "both methods are named 'crn'" in fails("--a", str(a), "--b", str(a))
@@ -258,11 +258,11 @@ def test_cli_serve_prepare_and_errors(tmp_path, capsys):
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        assert main(["study", "serve", "--a", str(a), "--b", str(b), "--db", str(db), "--port", str(port)]) == 1
+        assert main(["study", "serve", "--a", str(a), "--b", str(b), "--db", str(db), "--port", str(port)]) == 2
         assert "cannot listen on 127.0.0.1" in capsys.readouterr().err
     for limit in ("0", "-1", "inf", "nan"):
         assert main(["study", "serve", "--a", str(a), "--b", str(b), "--db", str(db), "--time-limit", limit,
-                     "--prepare-only"]) == 1
+                     "--prepare-only"]) == 2
         assert "--time-limit must be a positive" in capsys.readouterr().err
     (tmp_path / "notes.txt").write_text("not a database " * 20)
     assert main(["study", "serve", "--a", str(a), "--b", str(b), "--db", str(tmp_path / "notes.txt"),

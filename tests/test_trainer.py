@@ -214,5 +214,5 @@ def test_synthesize_cli_names_outputs_after_inputs(trained_run, tmp_path, capsys
     assert main(["synthesize", "--checkpoint", str(run), "--labels", str(data_root / "val" / "labels"),
                  "--out", str(out)]) == 0
     assert sorted(p.name for p in out.iterdir()) == [f"val_{i}.png" for i in range(6)]
-    assert main(["synthesize", "--checkpoint", str(tmp_path), "--labels", str(out), "--out", str(out)]) == 1
+    assert main(["synthesize", "--checkpoint", str(tmp_path), "--labels", str(out), "--out", str(out)]) == 2
     assert "no checkpoint found" in capsys.readouterr().err

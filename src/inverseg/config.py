@@ -18,9 +18,10 @@ from typing import Any
 import yaml
 
 from .data import DataConfig
+from .errors import InversegError
 
 
-class ConfigError(ValueError):
+class ConfigError(InversegError, ValueError):
     """A preset or override is wrong; the message names the key and the fix."""
 
 

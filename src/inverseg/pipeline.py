@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 
 from .config import build_run_config
+from .data.base import LOSSY_FORMATS, label_values, open_image
 from .data.transforms import resize_array
 from .labels import LabelError, LabelSpec
 from .methods import get_method
@@ -55,17 +56,12 @@ class Pipeline:
     def read_label(self, label: LabelInput, source: str = "label") -> torch.Tensor:
         """Any supported label input → (H,W) int64 ids, validated against the model's classes."""
         if isinstance(label, (str, Path)):
-            path = Path(label)
-            if not path.is_file():
-                raise FileNotFoundError(f"{path}: label file not found")
-            with Image.open(path) as image:
-                image.load()
-                return self.read_label(image, source=str(path))
+            return self.read_label(open_image(label, "label"), source=str(label))
         if isinstance(label, Image.Image):
-            if label.mode in ("RGB", "RGBA"):
+            if label.mode in ("RGB", "RGBA") and label.format not in LOSSY_FORMATS:
                 ids = self.spec.palette().decode(np.asarray(label.convert("RGB")), source=source)
                 return torch.from_numpy(ids)
-            return self.read_label(np.asarray(label), source)
+            return self.read_label(label_values(label, source), source)
         if isinstance(label, np.ndarray):
             if label.ndim == 3 and label.shape[2] in (3, 4):
                 ids = self.spec.palette().decode(label[..., :3].astype(np.uint8), source=source)
@@ -118,8 +114,7 @@ class Pipeline:
     def _style_value(self, value):
         """Style images given as paths / PIL images become [-1,1] tensors at the model size."""
         if isinstance(value, (str, Path)):
-            with Image.open(value) as image:
-                value = image.convert("RGB")
+            value = open_image(value, "style image").convert("RGB")
         if isinstance(value, Image.Image):
             value = value.convert("RGB").resize((self.image_size[1], self.image_size[0]), Image.BICUBIC)
             array = np.array(value)

@@ -2,7 +2,8 @@
 
 Every command lives in its own module exposing ``register(subparsers)``; the handler is stored as the parser's
 ``func`` default and receives the parsed arguments.  Errors the user can fix (bad labels, missing files) are
-printed as one line and exit with status 1 instead of a traceback.
+printed as one line ``error: …`` and exit with status 2 instead of a traceback: every project error derives from
+``inverseg.errors.InversegError``; missing or unreadable files (``OSError``) are reported the same way.
 """
 
 from __future__ import annotations
@@ -11,14 +12,13 @@ import argparse
 import importlib
 import sys
 
-from ..data.base import DatasetError
-from ..labels import LabelError
+from ..errors import InversegError
 
 COMMAND_MODULES = ("data", "weights", "train", "synthesize", "demo", "study", "bank", "evaluator", "evaluate", "compare")
 
 
-class UserError(RuntimeError):
-    """Something the user can fix; printed as one line, exit status 1."""
+class UserError(InversegError, RuntimeError):
+    """Something the user can fix; printed as one line, exit status 2."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,6 +42,11 @@ def add_command(subparsers, name: str, help: str, examples: str) -> argparse.Arg
     )
 
 
+def one_line(error: BaseException) -> str:
+    """The message on one line (a multi-line message would break scripts that read the first line)."""
+    return " ".join(str(error).split())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -50,9 +55,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         result = args.func(args)
-    except (UserError, LabelError, DatasetError, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    except InversegError as error:
+        print(f"error: {one_line(error)}", file=sys.stderr)
+        return 2
+    except OSError as error:  # missing, unreadable or unwritable files the command did not wrap itself
+        where = f"{error.filename}: " if getattr(error, "filename", None) else ""
+        print(f"error: {where}{error.strerror or error}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

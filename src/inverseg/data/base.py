@@ -11,6 +11,8 @@ problem reporting and the joint transforms live here once.
 
 from __future__ import annotations
 
+import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -19,13 +21,14 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from ..errors import InversegError
 from ..labels import LabelError, LabelSpec, Palette
 from .transforms import JointTransform
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
-class DatasetError(RuntimeError):
+class DatasetError(InversegError, RuntimeError):
     """A dataset cannot be used as asked (strict mode, or nothing usable). One line, naming the file."""
 
 
@@ -43,36 +46,130 @@ class ScanResult:
     problems: list[str] = field(default_factory=list)
 
 
+# Formats and modes --------------------------------------------------------------------------------------------
+INDEX_MODES = ("P", "L", "1", "I", "I;16", "I;16B", "I;16L", "I;16N")  # one integer value per pixel
+LOSSY_FORMATS = ("JPEG", "MPO", "WEBP")  # lossy codecs change label values at class borders (WebP may be lossless)
+
+
+def max_pixels() -> int:
+    """Largest image accepted (width × height): PIL's decompression-bomb limit, or ``INVERSEG_MAX_PIXELS``."""
+    return int(os.environ.get("INVERSEG_MAX_PIXELS", Image.MAX_IMAGE_PIXELS or 89_478_485))
+
+
+def open_image(path: str | Path, what: str = "image") -> Image.Image:
+    """Open and fully decode one image file, or raise a one-line ``DatasetError`` naming the file and the fix.
+
+    Every failure a user can meet ends here: missing, empty, a folder, unreadable, a symlink loop, not an image,
+    truncated or corrupt, or so large that decoding it would exhaust memory (a decompression bomb).  Decoders raise
+    many exception types on hostile bytes (``SyntaxError``, ``struct.error``, ``zlib.error`` …); all of them mean
+    "this file cannot be decoded", so the decoding step turns any exception into the same one-line error.
+    """
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise DatasetError(f"{path}: {what} file not found; fix: check the path") from None
+    except OSError as error:  # ELOOP (symlink loop), ENAMETOOLONG, EACCES on a parent folder …
+        raise DatasetError(f"{path}: cannot access the {what} file ({error.strerror or error}); "
+                           f"fix: check the path and its permissions") from None
+    if path.is_dir():
+        raise DatasetError(f"{path}: is a folder, not an {what} file; fix: pass a PNG/JPEG file")
+    if size == 0:
+        raise DatasetError(f"{path}: {what} file is empty (0 bytes); fix: re-export or remove it")
+    try:
+        stream = open(path, "rb")
+    except OSError as error:
+        raise DatasetError(f"{path}: cannot read the {what} file ({error.strerror or error}); "
+                           f"fix: check its permissions") from None
+    with stream:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                image = Image.open(stream)
+                width, height = image.size
+                if width * height > max_pixels():
+                    raise DatasetError(
+                        f"{path}: {what} is {width}×{height} = {width * height:,} pixels, more than the limit of "
+                        f"{max_pixels():,} (a decompression bomb?); fix: resize it, or raise INVERSEG_MAX_PIXELS")
+                if width == 0 or height == 0:
+                    raise DatasetError(f"{path}: {what} has no pixels ({width}×{height}); fix: re-export it")
+                image.load()
+        except DatasetError:
+            raise
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise DatasetError(f"{path}: {what} is too large to decode safely (a decompression bomb?); "
+                               f"fix: resize it, or raise INVERSEG_MAX_PIXELS") from None
+        except UnidentifiedImageError:
+            raise DatasetError(f"{path}: cannot decode {what}: not an image format PIL reads ({size} bytes); "
+                               f"fix: save it as PNG (labels) or PNG/JPEG (photos)") from None
+        except Exception as error:  # noqa: BLE001 — see the docstring: any decoder failure is a bad file
+            detail = " ".join(str(error).split()) or type(error).__name__
+            raise DatasetError(f"{path}: cannot decode {what}: truncated or corrupt ({detail}); "
+                               f"fix: re-export or re-download it") from None
+    return image
+
+
 def read_rgb(path: Path) -> np.ndarray:
-    with Image.open(path) as image:
-        return np.array(image.convert("RGB"))  # a writable copy: torch.from_numpy warns on read-only arrays
+    """A photo as (H,W,3) uint8 RGB (grey, palette, 16-bit and alpha images are converted)."""
+    image = open_image(path, "image")
+    if image.mode.startswith("I;16") or image.mode in ("I", "F"):  # 16-bit / float photos: scale to 8 bits
+        array = np.asarray(image, dtype=np.float64)
+        top = array.max() if array.size else 1.0
+        array = np.clip(array / (top if top > 255 else 255.0) * 255.0, 0, 255).astype(np.uint8)
+        return np.ascontiguousarray(np.repeat(array[..., None], 3, axis=2))
+    return np.array(image.convert("RGB"))  # a writable copy: torch.from_numpy warns on read-only arrays
+
+
+def label_values(image: Image.Image, source: str) -> np.ndarray:
+    """The raw integer values of a decoded label image: palette-mode PNGs give their indices, not their colours.
+
+    Single-band modes (P, L, 1, I, I;16) are read as they are; a grey or palette image with an alpha band (LA, PA)
+    uses its value band.  Colour images need a palette (the caller decodes them); lossy files are refused because
+    JPEG compression invents values at class borders.
+    """
+    if image.format in LOSSY_FORMATS and not (image.format == "WEBP" and image.info.get("lossless")):
+        raise LabelError(f"{source}: label is a {image.format} file; lossy compression changes class ids at "
+                         f"region borders; fix: save label maps as PNG")
+    if image.mode in ("LA", "PA", "La"):
+        image = image.getchannel(0)
+    if image.mode in INDEX_MODES:
+        return np.asarray(image).astype(np.int64)
+    if image.mode == "F":
+        values = np.asarray(image)
+        if not np.all(np.isfinite(values)) or not np.all(values == np.round(values)):
+            raise LabelError(f"{source}: label image holds non-integer (float) values; "
+                             f"fix: save it as an 8- or 16-bit index PNG")
+        return values.astype(np.int64)
+    if image.mode in ("RGB", "RGBA", "RGBX"):
+        raise LabelError(
+            f"{source}: is a colour (RGB) label image, not an index map; fix: pass --palette FILE "
+            f"(lines id<TAB>name<TAB>R,G,B) so colours can be converted to ids"
+        )
+    raise LabelError(f"{source}: unsupported label image mode {image.mode}; fix: save it as an 8-bit index PNG")
 
 
 def read_label_values(path: Path) -> np.ndarray:
-    """The raw values of a label PNG: palette-mode PNGs give their indices, not their colours."""
-    with Image.open(path) as image:
-        if image.mode in ("P", "L", "I", "I;16", "I;16B", "1"):
-            return np.asarray(image).astype(np.int64)
-        if image.mode in ("RGB", "RGBA"):
-            raise LabelError(
-                f"{path}: is a colour (RGB) label image, not an index map; fix: pass --palette FILE "
-                f"(lines id<TAB>name<TAB>R,G,B) so colours can be converted to ids"
-            )
-        raise LabelError(f"{path}: unsupported label image mode {image.mode}; fix: save it as an 8-bit index PNG")
+    """The raw values of a label file (see ``label_values``)."""
+    return label_values(open_image(path, "label"), str(path))
 
 
 def read_label(path: Path, spec: LabelSpec, palette: Palette | None = None) -> np.ndarray:
     """Label file → validated ids. RGB files are decoded through the palette; index files through the spec."""
-    with Image.open(path) as image:
-        if image.mode in ("RGB", "RGBA") and palette is not None:
-            raw = palette.decode(np.asarray(image.convert("RGB")), source=str(path))
-            return spec.ids_from_raw(raw, source=str(path))
-    return spec.ids_from_raw(read_label_values(path), source=str(path))
+    image = open_image(path, "label")
+    if image.mode in ("RGB", "RGBA") and palette is not None and image.format not in LOSSY_FORMATS:
+        raw = palette.decode(np.asarray(image.convert("RGB")), source=str(path))
+        return spec.ids_from_raw(raw, source=str(path))
+    return spec.ids_from_raw(label_values(image, str(path)), source=str(path))
 
 
 def read_instance(path: Path) -> np.ndarray:
-    with Image.open(path) as image:
-        return np.asarray(image).astype(np.int64)
+    image = open_image(path, "instance map")
+    if image.mode in ("RGB", "RGBA"):  # colour-coded instances: one id per distinct colour
+        rgb = np.asarray(image.convert("RGB")).astype(np.int64)
+        return rgb[..., 0] * 65536 + rgb[..., 1] * 256 + rgb[..., 2]
+    if image.mode in ("LA", "PA"):
+        image = image.getchannel(0)
+    return np.asarray(image).astype(np.int64)
 
 
 class PairDataset(torch.utils.data.Dataset):
@@ -123,27 +220,18 @@ class PairDataset(torch.utils.data.Dataset):
         self.epoch = epoch
 
     def load_arrays(self, pair: PairFiles) -> tuple[np.ndarray | None, np.ndarray, np.ndarray | None]:
-        try:
-            label = read_label(pair.label, self.spec, self.palette)
-        except (UnidentifiedImageError, OSError) as error:
-            raise DatasetError(f"{pair.label}: cannot decode label ({error})") from None
-        image = None
-        if pair.image is not None:
-            try:
-                image = read_rgb(pair.image)
-            except (UnidentifiedImageError, OSError) as error:
-                raise DatasetError(f"{pair.image}: cannot decode image ({error})") from None
-            if image.shape[:2] != label.shape:
-                raise DatasetError(
-                    f"{pair.image}: image is {image.shape[1]}×{image.shape[0]} but label {pair.label.name} is "
-                    f"{label.shape[1]}×{label.shape[0]}; fix: resize the label with nearest neighbour"
-                )
-        try:
-            instance = read_instance(pair.instance) if pair.instance is not None else None
-        except (UnidentifiedImageError, OSError) as error:
-            raise DatasetError(f"{pair.instance}: cannot decode instance map ({error})") from None
+        """Decode and cross-check one pair; every problem is a one-line DatasetError/LabelError naming the file."""
+        label = read_label(pair.label, self.spec, self.palette)
+        image = read_rgb(pair.image) if pair.image is not None else None
+        if image is not None and image.shape[:2] != label.shape:
+            raise DatasetError(
+                f"{pair.image}: image is {image.shape[1]}×{image.shape[0]} but label {pair.label.name} is "
+                f"{label.shape[1]}×{label.shape[0]}; fix: resize the label with nearest neighbour"
+            )
+        instance = read_instance(pair.instance) if pair.instance is not None else None
         if instance is not None and instance.shape != label.shape:
-            raise DatasetError(f"{pair.instance}: instance map size {instance.shape} differs from label {label.shape}")
+            raise DatasetError(f"{pair.instance}: instance map is {instance.shape[1]}×{instance.shape[0]} but label "
+                               f"{pair.label.name} is {label.shape[1]}×{label.shape[0]}; fix: resize it (nearest)")
         return image, label, instance
 
     def __getitem__(self, index: int) -> dict:
@@ -151,7 +239,7 @@ class PairDataset(torch.utils.data.Dataset):
             pair = self.pairs[(index + attempt) % len(self.pairs)]
             try:
                 image, label, instance = self.load_arrays(pair)
-            except (DatasetError, LabelError, UnidentifiedImageError, OSError) as error:
+            except InversegError as error:
                 if self.on_problem == "strict":
                     raise
                 if str(error) not in self.problems:  # a bad sample is met again every epoch
@@ -171,7 +259,7 @@ class PairDataset(torch.utils.data.Dataset):
         for pair in iterator:
             try:
                 self.load_arrays(pair)
-            except (DatasetError, LabelError, UnidentifiedImageError, OSError) as error:
+            except InversegError as error:
                 if str(error) not in problems:  # already recorded by __getitem__ in skip mode
                     problems.append(str(error))
         return problems

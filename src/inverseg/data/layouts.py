@@ -19,6 +19,7 @@ from typing import Callable
 
 import numpy as np
 
+from ..errors import InversegError
 from ..labels import LabelSpec, Palette, guess_ignore_id
 from ..labels.spec import spread_colors
 from .base import PairFiles, ScanResult, list_files, pair_by_stem, read_label_values
@@ -188,7 +189,7 @@ def folder_spec(root: Path, split: str, palette: Palette | None, pairs: list[Pai
     for pair in pairs[:200]:
         try:
             values = np.unique(read_label_values(pair.label))
-        except OSError:  # undecodable: reported with the file name when the sample is read
+        except InversegError:  # undecodable: reported with the file name when the sample is read
             continue
         values = values[values != (255 if ignore_id is None else ignore_id)]
         if len(values):

@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import InversegError
 from ..labels import LabelSpec
 from ..perception.mobilenet import STAGE_CHANNELS, MobileNetV2
 
@@ -40,7 +41,7 @@ EVALUATOR_WEIGHTS = "evaluator.safetensors"
 EVALUATOR_FORMAT = "inverseg-evaluator/1"
 
 
-class SegmenterError(ValueError):
+class SegmenterError(InversegError, ValueError):
     """A segmenter file or description is unusable; the message names the file and the fix."""
 
 

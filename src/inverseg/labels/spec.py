@@ -17,10 +17,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..errors import InversegError
+
 RGB = tuple[int, int, int]
 
 
-class LabelError(ValueError):
+class LabelError(InversegError, ValueError):
     """A label map holds values (or colours) the spec does not know. The message is one line with the fix."""
 
 

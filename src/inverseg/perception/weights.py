@@ -40,15 +40,16 @@ from typing import Callable, NamedTuple
 import torch
 
 from .. import paths
+from ..errors import InversegError
 
 MANIFEST = "manifest.json"
 
 
-class WeightsError(RuntimeError):
+class WeightsError(InversegError, RuntimeError):
     """Fetching or converting weights failed (network, pip, unexpected file content)."""
 
 
-class WeightsMissingError(FileNotFoundError):
+class WeightsMissingError(InversegError, FileNotFoundError):
     """No usable weights file; the message says which file, where it goes, and to run ``inverseg weights fetch``.
 
     A ``FileNotFoundError`` so that every CLI command reports it as one line without special handling.

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from ..errors import InversegError
 from ..labels import LabelSpec
 from .colour import rgb_to_lab_numpy, segment_stats
 from .segments import (VOID, adjacent_pairs, class_ranks, clip_box, decompose, depth_front, enlarge_box,
@@ -53,7 +54,7 @@ PAIR_DTYPE = np.dtype([("image", "<i4"), ("a", "<i4"), ("b", "<i4"), ("front", "
 GRID_ARRAYS = ("grid_mask", "grid_context", "grid_image_mask", "grid_image_context")
 
 
-class BankError(RuntimeError):
+class BankError(InversegError, RuntimeError):
     """A bank is missing, corrupt or does not fit the model; the message says which and how to fix it."""
 
 

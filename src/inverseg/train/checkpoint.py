@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from ..errors import InversegError
 from ..utils.io import atomic_write_text
 
 STATE_FILE = "state.json"
@@ -28,7 +29,7 @@ WEIGHTS_FILE = "weights.safetensors"
 TRAINING_FILE = "training.safetensors"
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(InversegError, RuntimeError):
     pass
 
 

@@ -20,6 +20,8 @@ from contextlib import closing, contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
+from ...errors import InversegError
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS studies (
     id        INTEGER PRIMARY KEY,
@@ -60,7 +62,7 @@ CREATE TABLE IF NOT EXISTS votes (
 """
 
 
-class StudyError(Exception):
+class StudyError(InversegError):
     """A request the protocol refuses; ``status`` is the HTTP status the server answers with."""
 
     def __init__(self, message: str, status: int = 400):
