@@ -48,7 +48,7 @@ class Pipeline:
         modules = method_class.inference_modules
         if not use_ema:
             modules = tuple(m.replace("_ema", "") for m in modules)
-        method.load_checkpoint_state(ckpt.load_weights(checkpoint), modules)
+        ckpt.load_method_weights(method, checkpoint, modules)
         method.to(torch.device(device))
         return cls(method, spec, tuple(state["image_size"]), config, source=str(checkpoint))
 

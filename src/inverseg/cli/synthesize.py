@@ -44,10 +44,8 @@ def run(args) -> int:
         files = list_files(source, (".png", ".bmp", ".tif", ".tiff"))
         if not files:
             raise UserError(f"{source}: no label PNGs in this folder")
-    elif source.is_file():
+    else:  # a file, or a path that is not one: the label reader names what is wrong with it
         files = [source]
-    else:
-        raise UserError(f"{source}: no such file or folder")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     style = {"style_image": args.style_image} if args.style_image else {}

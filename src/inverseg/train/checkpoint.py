@@ -135,16 +135,55 @@ def resolve_checkpoint(path: str | Path) -> Path:
 
 
 def read_state(checkpoint: Path) -> dict:
-    return json.loads((checkpoint / STATE_FILE).read_text(encoding="utf-8"))
+    """The checkpoint's JSON state; a missing, truncated or edited file is a one-line CheckpointError."""
+    path = checkpoint / STATE_FILE
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: missing; fix: pass a complete checkpoint directory") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise CheckpointError(f"{path}: unreadable or corrupt JSON ({_one_line(error)}); "
+                              f"fix: use another checkpoint of the run (checkpoints/step_*)") from None
+    if not isinstance(state, dict) or not {"method", "config", "spec", "image_size"} <= set(state):
+        raise CheckpointError(f"{path}: not an inverseg checkpoint state (keys method, config, spec, image_size "
+                              f"expected); fix: use a checkpoint written by 'inverseg train'")
+    return state
+
+
+def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """A safetensors file (no pickle: loading cannot run code); damage is a one-line CheckpointError."""
+    try:
+        return load_file(str(path))
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: missing; fix: pass a complete checkpoint directory") from None
+    except Exception as error:  # noqa: BLE001 — safetensors raises its own error types on damaged headers/data
+        raise CheckpointError(f"{path}: truncated or corrupt safetensors file ({_one_line(error)}); "
+                              f"fix: use another checkpoint of the run (checkpoints/step_*)") from None
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split())[:200] or type(error).__name__
 
 
 def load_weights(checkpoint: Path) -> dict[str, torch.Tensor]:
-    return load_file(str(checkpoint / WEIGHTS_FILE))
+    return _load_tensors(checkpoint / WEIGHTS_FILE)
+
+
+def load_method_weights(method, checkpoint: Path, modules: tuple[str, ...] | None = None) -> None:
+    """Load a checkpoint's weights into ``method``; tensors that do not fit the model are a one-line error."""
+    try:
+        method.load_checkpoint_state(load_weights(checkpoint), modules)
+    except (KeyError, RuntimeError, ValueError) as error:
+        if isinstance(error, CheckpointError):
+            raise
+        message = _one_line(error.args[0] if isinstance(error, KeyError) and error.args else error)
+        raise CheckpointError(f"{checkpoint / WEIGHTS_FILE}: weights do not fit the model described by its "
+                              f"{STATE_FILE} ({message}); fix: use an unmodified checkpoint of the run") from None
 
 
 def restore_training(checkpoint: Path, optimizers: dict[str, torch.optim.Optimizer], state: dict) -> None:
     """Optimiser moments and RNG streams, so that a resumed run continues exactly."""
-    tensors = load_file(str(checkpoint / TRAINING_FILE))
+    tensors = _load_tensors(checkpoint / TRAINING_FILE)
     unflatten_optimizers(optimizers, tensors, state["optimizers"])
     torch.set_rng_state(tensors["rng/torch"])
     version, internal, gauss = state["python_random"]

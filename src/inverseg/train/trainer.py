@@ -108,7 +108,7 @@ class Trainer:
     def _restore(self) -> None:
         checkpoint = ckpt.resolve_checkpoint(self.run_dir)
         state = ckpt.read_state(checkpoint)
-        self.method.load_checkpoint_state(ckpt.load_weights(checkpoint))
+        ckpt.load_method_weights(self.method, checkpoint)
         ckpt.restore_training(checkpoint, self.method.optimizers, state)
         self.step = int(state["step"])
         self.cpu_seconds_before = float(state.get("cpu_seconds", 0.0))
