@@ -11,6 +11,7 @@ from tqdm import tqdm
 
 from ..data import DATASET_KINDS, DataConfig, open_dataset
 from ..data.base import PairDataset
+from ..errors import InversegError
 from ..utils.images import fit_height, grid, save_png, to_uint8
 from .main import UserError, add_command
 
@@ -60,7 +61,7 @@ def _open(args, size=None) -> PairDataset:
 def run_check(args) -> int:
     try:
         dataset = _open(args)
-    except Exception as error:  # an empty or missing dataset is itself the finding
+    except InversegError as error:  # an empty or missing dataset is itself the finding
         report = {"dataset": args.dataset, "path": args.path, "split": args.split, "pairs": 0,
                   "num_classes": None, "classes_present": [], "problems": [str(error)]}
         _print_report(report, args.json)
@@ -72,7 +73,7 @@ def run_check(args) -> int:
     for pair in tqdm(dataset.pairs, desc="checking", unit="pair", file=sys.stderr, disable=None):
         try:
             _, label, _ = dataset.load_arrays(pair)
-        except Exception as error:  # every problem is listed, nothing aborts the scan
+        except InversegError as error:  # every problem is listed, nothing aborts the scan
             problems.append(str(error))
             continue
         good += 1

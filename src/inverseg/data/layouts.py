@@ -170,6 +170,11 @@ def get_layout(kind: str) -> Layout:
         raise KeyError(f"unknown dataset kind {kind!r}; known: {', '.join(DATASET_KINDS)}") from None
 
 
+# Without a palette the class count is inferred from the values; a stray huge value (a broken 32-bit file) must
+# not create millions of classes.  Datasets with more classes than this list them in a palette.
+MAX_INFERRED_CLASSES = 4096
+
+
 def folder_spec(root: Path, split: str, palette: Palette | None, pairs: list[PairFiles],
                 ignore_id: int | None = None) -> tuple[LabelSpec, Palette | None]:
     """The labels of a ``folder`` dataset: from --palette, else classes.tsv in the folder, else the values.
@@ -191,8 +196,8 @@ def folder_spec(root: Path, split: str, palette: Palette | None, pairs: list[Pai
             values = np.unique(read_label_values(pair.label))
         except InversegError:  # undecodable: reported with the file name when the sample is read
             continue
-        values = values[values != (255 if ignore_id is None else ignore_id)]
-        if len(values):
+        values = values[(values != (255 if ignore_id is None else ignore_id)) & (values < MAX_INFERRED_CLASSES)]
+        if len(values):  # larger values (a broken or instance-encoded file) are reported when the sample is read
             largest = max(largest, int(values.max()))
     ignore = 255 if ignore_id is None else ignore_id
     ids = tuple(i for i in range(max(largest, ignore if ignore < 255 else 0) + 1) if i != ignore)

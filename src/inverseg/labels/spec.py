@@ -323,9 +323,11 @@ def make_lut(mapping: dict[int, int], size: int = 256, default: int = -1) -> tup
 def spread_colors(count: int, seed: int = 7) -> tuple[RGB, ...]:
     """Distinct deterministic colours for schemes without an official palette (documented as such)."""
     rng = np.random.default_rng(seed)
-    colors: list[RGB] = []
-    while len(colors) < count:
-        candidate = tuple(int(v) for v in rng.integers(20, 236, size=3))
-        if all(sum(abs(a - b) for a, b in zip(candidate, c)) > 40 for c in colors) or len(colors) > 400:
-            colors.append(candidate)  # type: ignore[arg-type]
-    return tuple(colors)
+    accepted = np.zeros((count, 3), dtype=np.int64)
+    size = 0
+    while size < count:  # a candidate must differ from every accepted colour by > 40 (L1), up to 401 colours
+        candidate = rng.integers(20, 236, size=3)
+        if size > 400 or size == 0 or np.abs(accepted[:size] - candidate).sum(axis=1).min() > 40:
+            accepted[size] = candidate
+            size += 1
+    return tuple((int(r), int(g), int(b)) for r, g, b in accepted)
