@@ -105,7 +105,13 @@ def test_votes_are_stored_in_sqlite(study):
         assert row["chosen"] == (row["left_method"] if choice == "left" else row["right_method"])
         assert datetime.fromisoformat(row["created"]).tzinfo is not None
 
-    results = client.get("/api/results").json()
+    refused = client.get("/api/results")  # raters must not see the running tally
+    assert refused.status_code == 401 and "admin token" in refused.json()["error"]
+    assert client.get("/api/results?token=wrong").status_code == 401
+    token = client.app.state.admin_token
+    assert len(token) >= 16
+    results = client.get("/api/results", headers={"Authorization": f"Bearer {token}"}).json()
+    assert client.get(f"/api/results?token={token}").json() == results
     (comparison,) = results["comparisons"]
     wins_crn = sum(r["chosen"] == "crn" for r in rows)
     assert (comparison["method_a"], comparison["method_b"]) == ("crn", "sims")
@@ -266,7 +272,7 @@ def test_cli_serve_prepare_and_errors(tmp_path, capsys):
         assert "--time-limit must be a positive" in capsys.readouterr().err
     (tmp_path / "notes.txt").write_text("not a database " * 20)
     assert main(["study", "serve", "--a", str(a), "--b", str(b), "--db", str(tmp_path / "notes.txt"),
-                 "--prepare-only"]) == 1
+                 "--prepare-only"]) == 2
     assert "cannot use as a study database" in capsys.readouterr().err
 
 
@@ -319,5 +325,5 @@ def test_serve_synthesizes_a_run_directory_once(tmp_path, capsys):
     assert main(serve + ["--seed", "1"]) == 0  # another seed invalidates the cache
     assert "synthesizing 3 image(s)" in capsys.readouterr().err
     assert main(["study", "serve", "--a", str(run), "--b", str(data / "val" / "images"), "--db", str(db),
-                 "--prepare-only"]) == 1
+                 "--prepare-only"]) == 2
     assert "is a run directory: pass --labels DIR" in capsys.readouterr().err

@@ -95,6 +95,8 @@ def run_serve(args) -> int:
     shown_host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
     print(f"study page: http://{shown_host}:{args.port}/   (Ctrl-C to stop; "
           f"results: inverseg study results {db})", flush=True)
+    print(f"admin: http://{shown_host}:{args.port}/api/results?token={app.state.admin_token}   "
+          f"(the running tally; do not share it with raters)", flush=True)
     serve(app, args.host, args.port)
     return 0
 

@@ -1,8 +1,9 @@
 """The study's web server (FastAPI): one page, a small JSON API, images streamed from disk.
 
 The browser never learns which method is on which side: images are served as ``/image/TRIAL/left`` and
-``/image/TRIAL/right`` and the server keeps the assignment (the trial).  Every refused request is a 4xx with
-``{"error": "..."}``; nothing a client sends can make the server answer 500.
+``/image/TRIAL/right`` and the server keeps the assignment (the trial).  The running tally (``/api/results``) is
+served only with the admin token printed when the server starts: a rater who saw it could be biased.  Every
+refused request is a 4xx with ``{"error": "..."}``; nothing a client sends can make the server answer 500.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import json
 import math
 import random
 import re
+import secrets
 from pathlib import Path
 
 from fastapi import FastAPI, Request
@@ -32,8 +34,13 @@ def error(status: int, message: str) -> JSONResponse:
 
 
 def create_app(store: StudyStore, pair_ids: list[int], time_limit: float | None = None,
-               rng: random.Random | None = None, title: str = "Which image is more realistic?") -> FastAPI:
-    """The app serving ``pair_ids`` (registered in ``store``); ``time_limit`` seconds hides the images."""
+               rng: random.Random | None = None, title: str = "Which image is more realistic?",
+               admin_token: str | None = None) -> FastAPI:
+    """The app serving ``pair_ids`` (registered in ``store``); ``time_limit`` seconds hides the images.
+
+    ``admin_token`` guards ``/api/results`` (``Authorization: Bearer TOKEN`` or ``?token=TOKEN``); without one a
+    random token is made, readable as ``app.state.admin_token`` (the CLI prints it).
+    """
     if not pair_ids:
         raise ValueError("a study needs at least one pair")
     if time_limit is not None and not (time_limit > 0 and math.isfinite(time_limit)):
@@ -41,6 +48,7 @@ def create_app(store: StudyStore, pair_ids: list[int], time_limit: float | None 
     rng = rng or random.SystemRandom()
     active = set(pair_ids)
     app = FastAPI(title="inverseg preference study", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.admin_token = admin_token or secrets.token_urlsafe(16)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):
@@ -125,7 +133,12 @@ def create_app(store: StudyStore, pair_ids: list[int], time_limit: float | None 
         return {"ok": True, "completed": completed, "total": len(pair_ids)}
 
     @app.get("/api/results")
-    def results():
+    def results(request: Request, token: str | None = None):
+        header = request.headers.get("authorization", "")
+        given = token or (header[7:] if header.lower().startswith("bearer ") else "")
+        if not secrets.compare_digest(given.encode(), app.state.admin_token.encode()):
+            return error(401, "the running tally needs the admin token printed when the server started: "
+                              "?token=TOKEN or 'Authorization: Bearer TOKEN' (or run: inverseg study results DB)")
         return summarize(store)
 
     return app
