@@ -195,6 +195,22 @@ def preset_names() -> list[str]:
     return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
 
 
+def preset_summary(name: str) -> dict:
+    """One preset described for ``inverseg train --list``: method, dataset, resolution and what it is for.
+
+    The description is the first sentence of the preset file's leading comment (every preset starts with one).
+    """
+    text = (resources.files("inverseg") / "configs" / f"{name}.yaml").read_text(encoding="utf-8")
+    comment = next((line.lstrip("#").strip() for line in text.splitlines() if line.startswith("#")), "")
+    for stop in (": ", ". ", "; "):
+        comment = comment.split(stop, 1)[0]
+    data = read_preset(name)
+    section = data.get("data") or {}
+    size = section.get("size")
+    return {"name": name, "method": data.get("method", "?"), "dataset": section.get("dataset", "synthetic"),
+            "size": f"{size[0]}×{size[1]}" if size else "—", "description": comment.rstrip(",. ")}
+
+
 def read_preset(name_or_path: str, _seen: tuple = ()) -> dict:
     """Load a preset by name (``crn-cpu``) or file path, resolving ``base:`` chains."""
     path = Path(name_or_path)

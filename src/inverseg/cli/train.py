@@ -6,7 +6,7 @@ import json
 import time
 from pathlib import Path
 
-from ..config import ConfigError, load_run_config, preset_names
+from ..config import ConfigError, load_run_config, preset_names, preset_summary
 from ..train import Trainer
 from .main import UserError, add_command
 
@@ -30,8 +30,10 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     if args.list:
-        for name in preset_names():
-            print(name)
+        rows = [preset_summary(name) for name in preset_names()]
+        widths = {key: max(len(row[key]) for row in rows) for key in ("name", "method", "dataset", "size")}
+        for row in rows:
+            print("  ".join(row[key].ljust(widths[key]) for key in widths) + "  " + row["description"])
         return 0
     try:
         if args.resume:
