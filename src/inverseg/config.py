@@ -38,7 +38,9 @@ class TrainConfig:
     seed: int = 0
     deterministic: bool = False  # torch.use_deterministic_algorithms: exact resume, slower on GPUs
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
-    threads: int | None = None  # torch intra-op threads (None: torch default)
+    # torch intra-op threads: auto = the cores other processes leave free, re-checked every 30 s (utils/threads.py;
+    # oversubscribed OpenMP threads spin and stall), N = fixed, None = torch's default (all cores)
+    threads: int | str | None = "auto"
     num_workers: int = 0  # DataLoader workers (0: load in the main process)
     checkpoint_every: int = 500
     keep_checkpoints: int = 2
@@ -47,6 +49,18 @@ class TrainConfig:
     num_samples: int = 6  # fixed validation layouts shown in the gallery
     sample_k: int = 1  # images per layout in the gallery (diversity models: set to k)
     tensorboard: bool = True
+    # NaN/Inf in a loss or a gradient: the optimiser step is skipped (counted in the loss log); after this many
+    # consecutive bad steps the run rolls back to its last checkpoint with the learning rate × nonfinite_lr_factor,
+    # at most nonfinite_max_rollbacks times, then stops with a message
+    nonfinite_patience: int = 10
+    nonfinite_lr_factor: float = 0.5
+    nonfinite_max_rollbacks: int = 3
+
+    def __post_init__(self) -> None:
+        if isinstance(self.threads, str) and self.threads != "auto":
+            raise ConfigError(f"train.threads must be auto, a number of threads or null, got {self.threads!r}")
+        if isinstance(self.threads, int) and self.threads < 1:
+            raise ConfigError(f"train.threads must be at least 1, got {self.threads}")
 
 
 @dataclass

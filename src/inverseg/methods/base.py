@@ -43,11 +43,28 @@ class Method(nn.Module):
         raise NotImplementedError
 
     def optimizer_step(self, name: str, loss: torch.Tensor) -> None:
-        """Backpropagate ``loss`` and step ``self.optimizers[name]`` (gradients of the last step cleared first)."""
+        """Backpropagate ``loss`` and step ``self.optimizers[name]`` (gradients of the last step cleared first).
+
+        A NaN/Inf loss or gradient skips the update (one bad batch must not poison Adam's moments or the
+        weights) and is reported to the Trainer through ``pop_nonfinite``.
+        """
         optimizer = self.optimizers[name]
         optimizer.zero_grad(set_to_none=True)
+        if not bool(torch.isfinite(loss.detach()).all()):
+            self._nonfinite = True
+            return
         loss.backward()
+        gradients = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        if gradients and not bool(torch.isfinite(torch.nn.utils.get_total_norm(gradients))):
+            optimizer.zero_grad(set_to_none=True)
+            self._nonfinite = True
+            return
         optimizer.step()
+
+    def pop_nonfinite(self) -> bool:
+        """Whether an update since the last call was skipped for NaN/Inf (and reset the flag)."""
+        flag, self._nonfinite = getattr(self, "_nonfinite", False), False
+        return flag
 
     def before_checkpoint(self, batches) -> None:
         """Hook before weights are saved or sampled (OASIS: recompute EMA batch-norm statistics)."""

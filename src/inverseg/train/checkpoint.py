@@ -5,13 +5,16 @@ Layout of one checkpoint (``RUN/checkpoints/step_000500/``):
   training.safetensors    optimiser moment tensors and the torch RNG state (needed only to resume)
   state.json              step, epoch, resolved config, label spec, optimiser hyper-parameters, λ, RNG seeds
 
-The directory is written under a temporary name and renamed into place, then ``RUN/checkpoints/latest`` is
-replaced atomically, so an interrupted write never leaves a checkpoint that looks complete.  Nothing here uses
-pickle: loading a checkpoint cannot execute code.
+The directory is written under a temporary name, fsynced, and renamed into place, then ``RUN/checkpoints/latest``
+is replaced atomically; older checkpoints are removed only after the new one is complete.  A kill -9 at any moment
+therefore leaves at least one complete checkpoint, and ``resolve_checkpoint`` skips anything incomplete or torn.
+A full disk is reported as such and the previous checkpoint survives.  Nothing here uses pickle: loading a
+checkpoint cannot execute code.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import random
@@ -19,6 +22,7 @@ import shutil
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from ..errors import InversegError
@@ -84,22 +88,47 @@ def save_checkpoint(
     temporary = checkpoints / f".step_{step:07d}.partial"
     if temporary.exists():
         shutil.rmtree(temporary)
-    temporary.mkdir()
     optimizer_tensors, optimizer_info = flatten_optimizers(optimizers)
     optimizer_tensors["rng/torch"] = torch.get_rng_state()
-    save_file(_contiguous(weights), str(temporary / WEIGHTS_FILE))
-    save_file(_contiguous(optimizer_tensors), str(temporary / TRAINING_FILE))
     full_state = {**state, "step": step, "optimizers": optimizer_info, "python_random": _python_rng()}
-    (temporary / STATE_FILE).write_text(json.dumps(full_state, indent=1) + "\n", encoding="utf-8")
-    for path in temporary.iterdir():
-        with open(path, "rb") as stream:
-            os.fsync(stream.fileno())
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(temporary, final)
-    atomic_write_text(checkpoints / "latest", final.name + "\n")
+    try:
+        temporary.mkdir()
+        save_file(_contiguous(weights), str(temporary / WEIGHTS_FILE))
+        save_file(_contiguous(optimizer_tensors), str(temporary / TRAINING_FILE))
+        (temporary / STATE_FILE).write_text(json.dumps(full_state, indent=1) + "\n", encoding="utf-8")
+        for path in temporary.iterdir():
+            with open(path, "rb") as stream:
+                os.fsync(stream.fileno())
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(temporary, final)
+        _fsync_directory(checkpoints)
+        atomic_write_text(checkpoints / "latest", final.name + "\n")
+    except Exception as error:  # noqa: BLE001 — safetensors reports a full disk as its own error type
+        shutil.rmtree(temporary, ignore_errors=True)
+        previous = _complete_checkpoints(checkpoints)
+        kept = f"the previous checkpoint {previous[-1].name} is kept" if previous else "no earlier checkpoint exists"
+        if getattr(error, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or "No space left" in str(error):
+            raise CheckpointError(f"{temporary}: no space left on the device while writing the step {step} "
+                                  f"checkpoint; {kept}; fix: free disk space, then --resume") from None
+        raise CheckpointError(f"{temporary}: could not write the step {step} checkpoint ({_one_line(error)}); "
+                              f"{kept}") from None
     _prune(checkpoints, keep, final)
     return final
+
+
+def _fsync_directory(path: Path) -> None:
+    """Make a rename durable: without this a power cut can forget it even though the files are on disk."""
+    try:
+        descriptor = os.open(path, os.O_RDONLY)
+    except OSError:  # platforms without directory descriptors
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)
 
 
 def _python_rng() -> list:
@@ -114,18 +143,39 @@ def _prune(checkpoints: Path, keep: int, newest: Path) -> None:
             shutil.rmtree(path, ignore_errors=True)
 
 
+def is_complete(checkpoint: Path) -> bool:
+    """All three files present, the JSON parses, and both safetensors headers are intact (read, not the data)."""
+    try:
+        json.loads((checkpoint / STATE_FILE).read_text(encoding="utf-8"))
+        for name in (WEIGHTS_FILE, TRAINING_FILE):
+            with safe_open(str(checkpoint / name), framework="pt") as handle:
+                handle.keys()
+    except Exception:  # noqa: BLE001 — any failure means "not a checkpoint to resume from"
+        return False
+    return True
+
+
+def _complete_checkpoints(checkpoints: Path) -> list[Path]:
+    if not checkpoints.is_dir():
+        return []
+    return [c for c in sorted(checkpoints.glob("step_*")) if c.is_dir() and is_complete(c)]
+
+
 def resolve_checkpoint(path: str | Path) -> Path:
-    """A run directory (→ its latest checkpoint) or a checkpoint directory → the checkpoint directory."""
+    """A run directory (→ its newest complete checkpoint) or a checkpoint directory → the checkpoint directory.
+
+    ``checkpoints/latest`` names the newest; if it is missing or torn (a kill during a write, a disk that lost the
+    last blocks), the newest complete ``step_*`` directory is used instead.
+    """
     path = Path(path).expanduser()
     if (path / STATE_FILE).is_file() and (path / WEIGHTS_FILE).is_file():
         return path
     latest = path / "checkpoints" / "latest"
     if latest.is_file():
         candidate = path / "checkpoints" / latest.read_text().strip()
-        if (candidate / STATE_FILE).is_file():
+        if candidate.name.startswith("step_") and is_complete(candidate):
             return candidate
-    candidates = sorted((path / "checkpoints").glob("step_*")) if (path / "checkpoints").is_dir() else []
-    candidates = [c for c in candidates if (c / STATE_FILE).is_file() and (c / WEIGHTS_FILE).is_file()]
+    candidates = _complete_checkpoints(path / "checkpoints")
     if candidates:
         return candidates[-1]
     raise CheckpointError(

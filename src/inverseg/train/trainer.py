@@ -2,7 +2,9 @@
 
 It knows nothing about CRN, SPADE or OASIS: it feeds batches to ``method.train_step``, applies the learning-rate
 schedule to every optimiser the method owns, logs, samples fixed validation layouts into an HTML gallery,
-and writes atomic checkpoints (every N steps, at the end, on Ctrl-C and when the time budget runs out).
+and writes atomic checkpoints (every N steps, at the end, on SIGTERM/SIGINT/SIGUSR1 and when the time budget runs
+out).  Steps whose loss or gradients are NaN/Inf are skipped, and too many in a row roll the run back to its last
+checkpoint with a lower learning rate (``train.nonfinite_*``).
 
 Exact resume: the data order is a pure function of (seed, epoch) and the position inside the epoch, the
 DataLoader draws from its own generator, and checkpoints carry optimiser moments and the torch/python RNG
@@ -27,7 +29,9 @@ from ..data import open_dataset
 from ..methods import get_method
 from ..utils.images import to_uint8
 from ..utils.io import atomic_write_text
+from ..utils.threads import auto_threads
 from . import checkpoint as ckpt
+from .control import Budget, NonFiniteTraining, StopSignals, TrainingProgress
 from .gallery import sample_grid, write_gallery
 
 
@@ -57,8 +61,9 @@ class Trainer:
         self.run_dir = Path(run_dir)
         self.show_progress = show_progress
         train = config.train
-        if train.threads:
+        if isinstance(train.threads, int):
             torch.set_num_threads(train.threads)
+        self.next_thread_check = 0.0  # train.threads: auto → set before the first step, then every 30 s
         if train.deterministic:
             torch.use_deterministic_algorithms(True)
         torch.manual_seed(train.seed)
@@ -77,6 +82,8 @@ class Trainer:
         self.validation = self._validation_samples()
         self.step = 0
         self.cpu_seconds_before = 0.0  # CPU time of earlier sessions of this run (the budget spans resumes)
+        self.bad_steps = self.consecutive_bad = self.rollbacks = 0  # NaN/Inf steps skipped (train.nonfinite_*)
+        self.lr_factor = 1.0  # lowered by each NaN rollback; kept in checkpoints
         if resume:
             self._restore()
         else:
@@ -84,6 +91,8 @@ class Trainer:
             atomic_write_text(self.run_dir / "config.yaml", config.to_yaml())
         self.loss_log = self.run_dir / "logs" / "losses.jsonl"
         self.loss_log.parent.mkdir(parents=True, exist_ok=True)
+        if resume:
+            self._truncate_loss_log()
         self.writer = self._tensorboard()
 
     # ------------------------------------------------------------------ construction helpers
@@ -112,7 +121,24 @@ class Trainer:
         ckpt.restore_training(checkpoint, self.method.optimizers, state)
         self.step = int(state["step"])
         self.cpu_seconds_before = float(state.get("cpu_seconds", 0.0))
-        self._say(f"resuming {self.run_dir} from {checkpoint.name} (step {self.step})")
+        self.lr_factor = float(state.get("lr_factor", 1.0))
+        self.bad_steps = int(state.get("bad_steps", 0))
+        self._say(f"resuming {self.run_dir} from {checkpoint.name} (step {self.step}, the newest complete checkpoint)")
+
+    def _truncate_loss_log(self) -> None:
+        """Drop log lines written after the checkpoint we resume from (work lost by a kill), and a torn last line,
+        so that the log of a resumed run reads exactly like an uninterrupted one."""
+        if not self.loss_log.is_file():
+            return
+        kept = []
+        for line in self.loss_log.read_text(encoding="utf-8").splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:  # the process died while writing this line
+                continue
+            if isinstance(record, dict) and record.get("step", 0) <= self.step:
+                kept.append(line)
+        atomic_write_text(self.loss_log, "".join(f"{line}\n" for line in kept))
 
     def _validation_samples(self) -> list[dict]:
         """Fixed layouts for the gallery: the validation split when there is one, else the first train items."""
@@ -134,7 +160,8 @@ class Trainer:
         except ImportError:
             self._say("tensorboard is not installed: TensorBoard logs are off (pip install tensorboard)")
             return None
-        return SummaryWriter(str(self.run_dir / "logs"))
+        # purge_step: TensorBoard hides events after the resumed step that a killed process had written
+        return SummaryWriter(str(self.run_dir / "logs"), purge_step=self.step or None)
 
     def _say(self, message: str) -> None:
         if self.show_progress:
@@ -163,76 +190,126 @@ class Trainer:
 
     # ------------------------------------------------------------------ the loop
     def fit(self) -> dict:
+        """Train until ``train.steps``, a time budget or a stop signal; always ends with a checkpoint.
+
+        SIGTERM, SIGINT and SIGUSR1 (what schedulers, ``timeout``, Kubernetes and SLURM's pre-emption warning
+        send) finish the current step, write a checkpoint and return normally; a second signal exits at once,
+        leaving the last complete checkpoint as it is (checkpoints are written atomically).
+        """
         train = self.config.train
         total = train.steps
         start_time = time.monotonic()
-        deadline = start_time + train.minutes * 60 if train.minutes is not None else math.inf
-        self.cpu_start = cpu_start = time.process_time() - self.cpu_seconds_before
-        cpu_budget = train.cpu_minutes * 60 if train.cpu_minutes is not None else math.inf
+        self.cpu_start = time.process_time() - self.cpu_seconds_before
+        budget = Budget(train, start_time, self.cpu_start)
         stop_reason = "steps"
         running: dict[str, list[float]] = {}
-        progress = tqdm(total=total, initial=self.step, desc=f"train {self.config.method}", unit="step",
-                        disable=not self.show_progress, dynamic_ncols=True, file=sys.stderr)
         last_losses: dict[str, float] = {}
+        progress = TrainingProgress(self.config.method, total, self.step, budget, enabled=self.show_progress)
         stream = self.batches(self.step)
         epoch = 0
-        try:
-            def budget_left() -> tuple[float, float]:  # (wall, CPU) seconds left; inf without a budget
-                return deadline - time.monotonic(), cpu_budget - (time.process_time() - cpu_start)
-
-            while self.step < total:
-                wall_left, cpu_left = budget_left()
-                if wall_left < 0:
-                    stop_reason = "time"
-                    break
-                if cpu_left < 0:
-                    stop_reason = "cpu_time"
-                    break
-                epoch, batch = next(stream)
-                self._set_learning_rates(self.step, total)
-                self.method.train()
-                losses = self.method.train_step(move(batch, self.device), self.step)
-                self.step += 1
-                progress.update(1)
-                for key, value in losses.items():
-                    running.setdefault(key, []).append(float(value))
-                if self.step % train.log_every == 0 or self.step == total:
-                    last_losses = {k: sum(v) / len(v) for k, v in running.items()}
-                    running = {}
-                    self._log(last_losses, epoch, time.monotonic() - start_time)
-                    postfix = {k: f"{v:.3g}" for k, v in list(last_losses.items())[:4]}
-                    left = min(budget_left())
-                    if left < math.inf:  # a time budget ends the run long before train.steps: show what is left
-                        postfix["budget_left"] = f"{max(left, 0) / 60:.1f}min"
-                    progress.set_postfix(postfix)
-                if train.sample_every and self.step % train.sample_every == 0:
-                    self.write_samples()
-                if train.checkpoint_every and self.step % train.checkpoint_every == 0:
-                    self.save(epoch)
-        except KeyboardInterrupt:
+        with StopSignals() as signals:
+            try:
+                while self.step < total:
+                    stop_reason = budget.exhausted() or signals.received or ""
+                    if stop_reason:
+                        break
+                    self._adapt_threads()
+                    epoch, batch = next(stream)
+                    self._set_learning_rates(self.step, total)
+                    self.method.train()
+                    losses = self.method.train_step(move(batch, self.device), self.step)
+                    self.step += 1
+                    if self.method.pop_nonfinite() or not all(math.isfinite(float(v)) for v in losses.values()):
+                        if self._after_bad_step():  # rolled back: the data stream restarts at the restored step
+                            stream = self.batches(self.step)
+                        progress.show(self.step, {"bad_steps": self.bad_steps})
+                        continue
+                    self.consecutive_bad = 0
+                    for key, value in losses.items():
+                        running.setdefault(key, []).append(float(value))
+                    if self.step % train.log_every == 0 or self.step == total:
+                        last_losses = {k: sum(v) / len(v) for k, v in running.items()}
+                        running = {}
+                        self._log(last_losses, epoch, time.monotonic() - start_time)
+                    progress.show(self.step, last_losses)
+                    if train.sample_every and self.step % train.sample_every == 0:
+                        self.write_samples()
+                    if train.checkpoint_every and self.step % train.checkpoint_every == 0:
+                        self.save(epoch)
+                else:
+                    stop_reason = "steps"
+            except KeyboardInterrupt:  # raised by code we called (no handler installed, e.g. outside the main thread)
+                progress.close()
+                path = self.save(epoch)
+                self._say(f"interrupted at step {self.step}: checkpoint {path}; "
+                          f"continue with: inverseg train --resume {self.run_dir}")
+                raise
             progress.close()
+            if running:
+                last_losses = {k: sum(v) / len(v) for k, v in running.items()}
+                self._log(last_losses, epoch, time.monotonic() - start_time)
             path = self.save(epoch)
-            self._say(f"interrupted at step {self.step}: checkpoint {path}; "
-                      f"continue with: inverseg train --resume {self.run_dir}")
-            raise
-        progress.close()
-        if running:
-            last_losses = {k: sum(v) / len(v) for k, v in running.items()}
-            self._log(last_losses, epoch, time.monotonic() - start_time)
-        path = self.save(epoch)
-        gallery = self.write_samples()
+            stopped_by_signal = stop_reason.startswith("SIG")
+            gallery = None if stopped_by_signal else self.write_samples()  # a signal means: leave soon
         if self.writer:
             self.writer.close()
         seconds = time.monotonic() - start_time
         summary = {"run_dir": str(self.run_dir), "step": self.step, "stop_reason": stop_reason,
-                   "seconds": round(seconds, 2), "cpu_seconds": round(time.process_time() - cpu_start, 2),
-                   "checkpoint": str(path), "losses": last_losses,
+                   "seconds": round(seconds, 2), "cpu_seconds": round(time.process_time() - self.cpu_start, 2),
+                   "checkpoint": str(path), "losses": last_losses, "bad_steps": self.bad_steps,
                    "gallery": str(gallery) if gallery else None}
-        self._say(f"stopped at step {self.step} ({stop_reason}) after {seconds / 60:.1f} min; checkpoint {path}")
+        message = f"stopped at step {self.step} ({stop_reason}) after {seconds / 60:.1f} min; checkpoint {path}"
+        if stopped_by_signal:  # said even with --quiet: whoever sent the signal needs to know how to continue
+            print(f"{message}; continue with: inverseg train --resume {self.run_dir}", file=sys.stderr, flush=True)
+        else:
+            self._say(message)
         return summary
 
+    def _adapt_threads(self) -> None:
+        """``train.threads: auto``: re-count the free cores every 30 s (the load changes during a long run)."""
+        if self.config.train.threads != "auto" or time.monotonic() < self.next_thread_check:
+            return
+        self.next_thread_check = time.monotonic() + 30
+        threads = auto_threads(own_threads=torch.get_num_threads() if self.step else 0)
+        if threads != torch.get_num_threads():
+            if self.step:
+                self._say(f"threads: {torch.get_num_threads()} → {threads} (other processes use the remaining cores)")
+            torch.set_num_threads(threads)
+
+    def _after_bad_step(self) -> bool:
+        """A step whose loss or gradients were NaN/Inf was skipped; roll back after too many in a row.
+
+        Returns True when the run was rolled back to its last checkpoint (the caller restarts the data stream).
+        """
+        train = self.config.train
+        self.bad_steps += 1
+        self.consecutive_bad += 1
+        if self.consecutive_bad < train.nonfinite_patience:
+            return False
+        self.rollbacks += 1
+        try:
+            checkpoint = ckpt.resolve_checkpoint(self.run_dir)
+        except ckpt.CheckpointError:
+            checkpoint = None
+        if checkpoint is None or self.rollbacks > train.nonfinite_max_rollbacks:
+            where = f"; the last good checkpoint is {checkpoint}" if checkpoint else ""
+            raise NonFiniteTraining(
+                f"{self.run_dir}: losses or gradients were NaN/Inf for {self.consecutive_bad} consecutive steps "
+                f"(step {self.step}, {self.rollbacks - 1} rollbacks, learning rate ×{self.lr_factor:g}){where}; "
+                f"fix: lower the optim learning rates or check the data, then --resume")
+        self.lr_factor *= train.nonfinite_lr_factor
+        state = ckpt.read_state(checkpoint)
+        ckpt.load_method_weights(self.method, checkpoint)
+        ckpt.restore_training(checkpoint, self.method.optimizers, state)
+        self._say(f"{self.consecutive_bad} consecutive NaN/Inf steps at step {self.step}: rolled back to "
+                  f"{checkpoint.name} with learning rate ×{self.lr_factor:g} (rollback {self.rollbacks} of "
+                  f"{train.nonfinite_max_rollbacks})")
+        self.step = int(state["step"])
+        self.consecutive_bad = 0
+        return True
+
     def _set_learning_rates(self, step: int, total: int) -> None:
-        factor = self.config.schedule.factor(step, total)
+        factor = self.config.schedule.factor(step, total) * self.lr_factor
         for optimizer in self.method.optimizers.values():
             for group in optimizer.param_groups:
                 group["lr"] = group["initial_lr"] * factor
@@ -240,6 +317,8 @@ class Trainer:
     def _log(self, losses: dict[str, float], epoch: int, seconds: float) -> None:
         lrs = {f"lr/{name}": opt.param_groups[0]["lr"] for name, opt in self.method.optimizers.items()}
         record = {"step": self.step, "epoch": epoch, "seconds": round(seconds, 3), **losses, **lrs}
+        if self.bad_steps:  # NaN/Inf steps skipped so far in this run
+            record["bad_steps"] = self.bad_steps
         with open(self.loss_log, "a", encoding="utf-8") as stream:
             stream.write(json.dumps(record) + "\n")
         if self.writer:
@@ -255,7 +334,15 @@ class Trainer:
             yield move(collate([dataset[index * size + j] for j in range(size)]), self.device)
 
     def save(self, epoch: int = 0) -> Path:
+        """Write a checkpoint atomically; weights holding NaN/Inf are never saved (the previous one stays)."""
         self.method.before_checkpoint(self.recalibration_batches)
+        weights = self.method.checkpoint_state()
+        broken = [name for name, tensor in weights.items()
+                  if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())]
+        if broken:
+            raise NonFiniteTraining(f"{self.run_dir}: step {self.step}: weights {', '.join(broken[:3])} hold NaN/Inf; "
+                                    f"not saved, the previous checkpoint is kept; fix: lower the learning rates "
+                                    f"and --resume")
         state = {
             "epoch": epoch,
             "method": self.config.method,
@@ -264,9 +351,11 @@ class Trainer:
             "image_size": list(self.config.data.size),
             "method_state": self.method.extra_state(),
             "cpu_seconds": round(time.process_time() - self.cpu_start, 3) if hasattr(self, "cpu_start") else 0.0,
+            "lr_factor": self.lr_factor,
+            "bad_steps": self.bad_steps,
             "inverseg_version": __import__("inverseg").__version__,
         }
-        return ckpt.save_checkpoint(self.run_dir, self.step, self.method.checkpoint_state(),
+        return ckpt.save_checkpoint(self.run_dir, self.step, weights,
                                     self.method.optimizers, state, keep=self.config.train.keep_checkpoints)
 
     def write_samples(self) -> Path | None:
