@@ -33,6 +33,19 @@ def error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
+async def read_limited(request: Request, limit: int) -> bytes | None:
+    """The request body, or None as soon as it exceeds ``limit`` bytes (never buffers a huge upload)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        return None
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            return None
+    return bytes(body)
+
+
 def create_app(store: StudyStore, pair_ids: list[int], time_limit: float | None = None,
                rng: random.Random | None = None, title: str = "Which image is more realistic?",
                admin_token: str | None = None) -> FastAPI:
@@ -101,8 +114,8 @@ def create_app(store: StudyStore, pair_ids: list[int], time_limit: float | None 
 
     @app.post("/api/vote")
     async def vote(request: Request):
-        body = await request.body()
-        if len(body) > MAX_BODY:
+        body = await read_limited(request, MAX_BODY)
+        if body is None:
             return error(413, "request body too large")
         try:
             data = json.loads(body)
