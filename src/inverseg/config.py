@@ -298,7 +298,11 @@ def load_run_config(name_or_path: str, overrides: list[str] | None = None) -> Ru
     only the overrides create are left to the Trainer, which prints them (smoke runs, runs resumed longer)."""
     preset = Path(name_or_path).stem if name_or_path.endswith(".yaml") else name_or_path
     data = read_preset(name_or_path)
-    problems = config_problems(build_run_config(data, preset=preset))
+    try:
+        bare = build_run_config(data, preset=preset)
+    except (ConfigError, KeyError):  # a file completed by its overrides (e.g. method=…) is checked as a whole below
+        bare = None
+    problems = config_problems(bare) if bare is not None else []
     if problems:
         raise ConfigError(f"{preset}: {problems[0]}")
     return build_run_config(apply_overrides(data, overrides or []), preset=preset)

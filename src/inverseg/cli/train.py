@@ -82,7 +82,8 @@ def _apply_init_options(init, args) -> None:
     for item in args.init_rename:
         source, sep, target = item.partition("=")
         if not sep or not source or not target:
-            raise UserError(f"--init-rename {item!r} is not SRC=DST (e.g. generator.body=generator.global_generator.body)")
+            raise UserError(f"--init-rename {item!r} is not SRC=DST "
+                            f"(e.g. generator.body=generator.global_generator.body)")
         init.rename[source] = target
     init.freeze_loaded = init.freeze_loaded or args.freeze_loaded
     init.unfreeze = [*init.unfreeze, *args.unfreeze]

