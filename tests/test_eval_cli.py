@@ -255,6 +255,16 @@ def test_evaluate_checkpoint_of_a_real_tiny_crn_run(env, capsys, tmp_path):
     assert "num_outputs" in capsys.readouterr().err
 
 
+def test_perception_summary_says_what_a_run_trained_with():
+    from inverseg.eval.evaluate import perception_summary
+
+    record = {"summary": "VGG16 (HED-offline) in place of VGG19; vgg16-caffe-offline.safetensors sha256 82d5086214d8"}
+    assert perception_summary({"perceptual.extractor": record}) == f"perceptual.extractor: {record['summary']}"
+    assert perception_summary({}) == "none (no perception network in training)"
+    assert perception_summary(None).startswith("not recorded")
+    assert perception_summary(None, "images").startswith("unknown")
+
+
 # ------------------------------------------------------------------------------------------- real CamVid
 @pytest.mark.shared_data
 def test_evaluator_training_on_real_camvid_runs(shared_data, tmp_path):

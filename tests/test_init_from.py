@@ -154,6 +154,9 @@ def test_cli_prints_what_was_loaded_new_and_frozen(small_run, tmp_path, capsys):
     assert "start a new run" in capsys.readouterr().err
     assert main(["train", "--config", "crn-cpu", "--freeze-loaded", *tiny_overrides(data_root)]) == 1
     assert "need --init-from RUN" in capsys.readouterr().err
+    assert main(["train", "--config", "crn-cpu", "--init-from", str(run), "--init-rename", "generator.body",
+                 *tiny_overrides(data_root)]) == 1
+    assert "--init-rename 'generator.body' is not SRC=DST" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------------------------------------ pix2pixHD
