@@ -73,6 +73,7 @@ def test_smaller_crn_initialises_a_larger_one_and_frozen_modules_stay_fixed(smal
     assert not torch.equal(after["to_rgb.weight"], start["to_rgb.weight"])
     state = ckpt.read_state(ckpt.resolve_checkpoint(tmp_path / "large"))
     assert state["init_from"]["frozen"] == record["frozen"]
+    assert record["source_cpu_seconds"] == ckpt.read_state(ckpt.resolve_checkpoint(run))["cpu_seconds"] > 0
     assert state["init_from"]["checkpoint"] == str(ckpt.resolve_checkpoint(run).resolve())
     assert state["method_state"]["lambda"]["rebalanced"] is True  # the larger run measured its own λ
 
@@ -216,3 +217,25 @@ def test_compress_and_rename_helpers():
     renamed = rename_keys({"d.scales.0.w": 0, "d.scales.1.w": 1, "d.scales.10.w": 10},
                           {"d.scales.0": "d.scales.1", "d.scales.1": "d.scales.2"})
     assert renamed == {"d.scales.1.w": 0, "d.scales.2.w": 1, "d.scales.10.w": 10}  # shifted at once, 10 untouched
+
+
+def test_compare_says_a_row_started_from_another_run():
+    from inverseg.eval.report import compare_table
+
+    def result(name: str, **extra) -> dict:
+        summary = {"name": name, "method": "crn", "parameters": 4.8e6, "step": 700, "train_cpu_seconds": 240.0,
+                   "fd_name": "FD-MobileNetV2", "fd": 260.0, "fd_real": 106.3, "kd_name": "KD-MobileNetV2",
+                   "kd": 0.77, "miou_generated": 0.24, "miou_real": 0.63, "pixel_accuracy_generated": 0.54,
+                   "pixel_accuracy_real": 0.91, "diversity": None, "resolution": [96, 128],
+                   "evaluator_sha256": "e" * 64, "extractor": "mobilenet_v2", "extractor_sha256": "f" * 64,
+                   "dataset": "camvid/val", "perception": "perceptual.extractor: VGG16 (HED-offline) in place of VGG19",
+                   **extra}
+        return {"summary": summary}
+
+    table = compare_table([result("scratch"), result("ft", init_from="runs/src48/checkpoints/step_0001344",
+                                                     init_from_cpu_seconds=240.4)])
+    assert "ft started from the weights of runs/src48/checkpoints/step_0001344 (+4.0 train CPU-min there, not in " \
+           "its row)" in table
+    assert "scratch started" not in table
+    assert "perception networks in training: scratch — perceptual.extractor: VGG16 (HED-offline) in place of " \
+           "VGG19; ft — perceptual.extractor: VGG16 (HED-offline) in place of VGG19" in table

@@ -140,7 +140,8 @@ def run(args) -> int:
                   "train_cpu_seconds": state.get("cpu_seconds"), "seed": args.seed,
                   # the perception networks the run trained with, as resolved (None: not recorded by that run)
                   "perception": state.get("perception"),
-                  "init_from": (state.get("init_from") or {}).get("checkpoint")}
+                  "init_from": (state.get("init_from") or {}).get("checkpoint"),
+                  "init_from_cpu_seconds": (state.get("init_from") or {}).get("source_cpu_seconds")}
         out = Path(args.json) if args.json else run_dir / "eval" / f"eval_{args.split}.json"
     else:
         if not args.labels:

@@ -302,6 +302,8 @@ def summarize(result: dict) -> dict:
         "extractor_sha256": result["protocol"]["feature_extractor"]["sha256"],
         "dataset": f"{result['dataset']['kind']}/{result['dataset']['split']}",
         "perception": perception_summary(source.get("perception"), source.get("kind")),
+        "init_from": source.get("init_from"),  # train CPU time does not include the run it started from
+        "init_from_cpu_seconds": source.get("init_from_cpu_seconds"),
     }
 
 

@@ -308,6 +308,11 @@ def compare_table(results: list[dict], markdown: bool = False) -> str:
             notes.append(f"evaluator sha256 {values.pop()[:16]}…, resolution "
                          f"{summaries[0]['resolution'][0]}×{summaries[0]['resolution'][1]}, "
                          f"{summaries[0]['dataset']}")
+    for s in summaries:
+        if s.get("init_from"):
+            before = s.get("init_from_cpu_seconds")
+            notes.append(f"{s['name'] or s['method']} started from the weights of {s['init_from']}" +
+                         (f" (+{before / 60:.1f} train CPU-min there, not in its row)" if before else ""))
     notes.append("perception networks in training: " + "; ".join(
         f"{s['name'] or s['method'] or '?'} — {s.get('perception', 'not recorded (evaluated before the record)')}"
         for s in summaries))

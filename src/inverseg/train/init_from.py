@@ -166,6 +166,7 @@ def initialise_from(method: Method, init: InitConfig) -> tuple[dict, list[str]] 
         "source_method": state.get("method"),
         "source_preset": (state.get("config") or {}).get("preset"),
         "source_step": state.get("step"),
+        "source_cpu_seconds": state.get("cpu_seconds"),  # training CPU time already spent on these weights
         "loaded": compress(loaded, target), "loaded_tensors": len(loaded),
         "new": compress(new, target), "new_tensors": len(new),
         "frozen": frozen,
