@@ -223,13 +223,22 @@ def test_evaluate_checkpoint_of_a_real_tiny_crn_run(env, capsys, tmp_path):
         .method.generator.parameters())
     assert result["protocol"]["num_images"]["generated"] == 4 and result["protocol"]["generated_size"] == [H, W]
     assert (run / "eval" / "eval_val.md").is_file() and (run / "eval" / "eval_val_samples.png").is_file()
-    cpu_seconds = json.loads(next((run / "checkpoints").glob("step_*/state.json")).read_text())["cpu_seconds"]
+    state = json.loads(next((run / "checkpoints").glob("step_*/state.json")).read_text())
+    cpu_seconds = state["cpu_seconds"]
     assert source["train_cpu_seconds"] == cpu_seconds > 0
+    # which perception network and weights file the run trained with, as resolved (issue 11 §5)
+    assert source["perception"] == state["perception"]
+    vgg = source["perception"]["perceptual.extractor"]
+    assert vgg["requested"] == "VGG19" and vgg["network"] in ("VGG16", "VGG19") and len(vgg["sha256"]) == 64
+    assert result["summary"]["perception"] == f"perceptual.extractor: {vgg['summary']}"
+    assert f"| perception network in training | perceptual.extractor: {vgg['summary']} |" in \
+        (run / "eval" / "eval_val.md").read_text()
     capsys.readouterr()
     assert main(["compare", str(run), "--markdown"]) == 0
     table = capsys.readouterr().out.splitlines()
     assert table[0].startswith("| method | params | steps | train CPU-min |")
     assert table[2].startswith(f"| run | ") and f"| 3 | {cpu_seconds / 60:.1f} |" in table[2]
+    assert f"perception networks in training: run — perceptual.extractor: {vgg['summary']}  " in table
     # the report keeps its sample tiles; --figure puts runs side by side: layout | run | run | real
     tiles = result["report"]["sample_tiles"]
     assert tiles["names"] and all((Path(tiles["folder"]) / f"{name}_{kind}.png").is_file()
@@ -244,6 +253,16 @@ def test_evaluate_checkpoint_of_a_real_tiny_crn_run(env, capsys, tmp_path):
     assert evaluate("--checkpoint", run, "--dataset", "folder", "--data", env / "data", "--evaluator",
                     env / "colour.json", "--k", "2") == 2
     assert "num_outputs" in capsys.readouterr().err
+
+
+def test_perception_summary_says_what_a_run_trained_with():
+    from inverseg.eval.evaluate import perception_summary
+
+    record = {"summary": "VGG16 (HED-offline) in place of VGG19; vgg16-caffe-offline.safetensors sha256 82d5086214d8"}
+    assert perception_summary({"perceptual.extractor": record}) == f"perceptual.extractor: {record['summary']}"
+    assert perception_summary({}) == "none (no perception network in training)"
+    assert perception_summary(None).startswith("not recorded")
+    assert perception_summary(None, "images").startswith("unknown")
 
 
 # ------------------------------------------------------------------------------------------- real CamVid

@@ -312,6 +312,29 @@ def test_standard_torchvision_file_is_preferred_and_trimmed_to_features(copied_c
     assert model.arch == "vgg19" and model.input_convention == "legacy"
 
 
+def test_loaded_vgg_records_the_network_and_weights_file_it_really_is(copied_cache):
+    """Issue 11 §5: runs record "VGG16 (HED-offline) in place of VGG19" with the file and its sha256, not "auto"."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", WeightsWarning)
+        substitute = load_vgg("vgg19", layers=("relu1_2", "relu5_2"), pooling="avg")
+    record = substitute.weights_record
+    offline = copied_cache / W.OFFLINE_VGG16.filename
+    assert (record["network"], record["requested"], record["weights"]) == ("VGG16", "VGG19", "HED-offline")
+    assert record["file"] == "vgg16-caffe-offline.safetensors" and record["path"] == str(offline)
+    assert record["sha256"] == hashlib.sha256(offline.read_bytes()).hexdigest()
+    assert (record["input_convention"], record["pooling"], record["layers"]) == ("caffe", "avg", ["relu1_2", "relu5_2"])
+    assert record["summary"].startswith("VGG16 (HED-offline) in place of VGG19; vgg16-caffe-offline.safetensors "
+                                        f"sha256 {record['sha256'][:12]}; caffe input, avg pooling, relu1_2…relu5_2")
+    target = paths.torch_hub_checkpoints() / "vgg19-dcbb9e9d.pth"
+    target.parent.mkdir(parents=True)
+    torch.save({f"features.{k}": v for k, v in VGGFeatures("vgg19").features.state_dict().items()}, target)
+    standard = load_vgg("vgg19", layers=("relu1_2",)).weights_record
+    assert standard["summary"].startswith("VGG19 (torchvision ImageNet); vgg19-dcbb9e9d.pth sha256 ")
+    assert standard["sha256"] == hashlib.sha256(target.read_bytes()).hexdigest()
+    assert load_vgg("vgg16", weights=None).weights_record["summary"].startswith("VGG16 (random initialisation); "
+                                                                               "no weights file")
+
+
 # ---------------------------------------------------------------------------------------------- fetching
 
 

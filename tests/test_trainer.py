@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -26,16 +27,19 @@ def make_folder_dataset(root: Path, count: int = 6, seed: int = 0) -> Path:
     return root
 
 
-def tiny_config(data_root: Path, *overrides: str):
-    data = read_preset("crn-cpu")
-    data = apply_overrides(data, [
+def tiny_overrides(data_root: Path) -> list[str]:
+    """crn-cpu → a 3-module CRN at 24×32 on the folder dataset, 4 steps (λ rebalanced at the last one)."""
+    return [
         "data.dataset=folder", f"data.path={data_root}", "data.size=[24,32]",
         "model.widths=[16,16,16]", "model.base_grid=[6,8]", "loss.layers=[relu1_2,relu2_2]",
         "loss.rebalance_at=4", "loss.window=2", "train.minutes=null", "train.steps=4", "train.log_every=1",
         "train.checkpoint_every=2", "train.sample_every=2", "train.num_samples=2", "train.tensorboard=false",
-        *overrides,
-    ])
-    return build_run_config(data, preset="tiny")
+    ]
+
+
+def tiny_config(data_root: Path, *overrides: str):
+    return build_run_config(apply_overrides(read_preset("crn-cpu"), [*tiny_overrides(data_root), *overrides]),
+                            preset="tiny")
 
 
 @pytest.fixture()
@@ -65,6 +69,25 @@ def test_training_writes_run_directory(tmp_path, dataset_root):
     assert state["step"] == 4 and state["spec"]["class_names"] == ["red", "green", "blue"]
     # λ were rebalanced at step 4 and are recorded in the state
     assert state["method_state"]["lambda"]["rebalanced"] is True
+    # the perception network as resolved (the config only says backbone: auto, weights: auto)
+    assert state["config"]["loss"]["backbone"] == "auto" and state["config"]["loss"]["weights"] == "auto"
+    perception = state["perception"]["perceptual.extractor"]
+    assert perception["network"] in ("VGG16", "VGG19") and perception["requested"] == "VGG19"
+    assert perception["sha256"] == hashlib.sha256(Path(perception["path"]).read_bytes()).hexdigest()
+    assert perception["layers"] == ["relu1_2", "relu2_2"] and perception["pooling"] == "avg"
+    assert state["init_from"] is None
+
+
+def test_resume_refuses_other_perception_weights_than_the_run_trained_with(tmp_path, dataset_root):
+    run = tmp_path / "run"
+    Trainer(tiny_config(dataset_root, "train.steps=2", "train.num_samples=0"), run, show_progress=False).fit()
+    state_file = ckpt.resolve_checkpoint(run) / "state.json"
+    state = json.loads(state_file.read_text())
+    state["perception"]["perceptual.extractor"].update(sha256="0" * 64, summary="VGG19 (torchvision ImageNet)")
+    state_file.write_text(json.dumps(state))
+    with pytest.raises(ckpt.CheckpointError, match=r"perceptual\.extractor was trained with VGG19 \(torchvision "
+                                                   r"ImageNet\) but now resolves to VGG1[69]"):
+        Trainer.resume(run, ["train.steps=4"], show_progress=False)
 
 
 def test_checkpoint_round_trip_and_pipeline(tmp_path, dataset_root):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-from dataclasses import dataclass, fields, is_dataclass
+from dataclasses import dataclass, field, fields, is_dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,21 @@ from .errors import InversegError
 
 class ConfigError(InversegError, ValueError):
     """A preset or override is wrong; the message names the key and the fix."""
+
+
+@dataclass
+class InitConfig:
+    """Start a new run from another run's weights (``inverseg train --init-from``; ``train/init_from.py``).
+
+    Tensors are matched by name and shape; a name present in both with another shape is an error.  Prefixes
+    are module paths such as ``generator.to_rgb`` (they match that module and everything under it).
+    """
+
+    source: str | None = None  # a run directory or a checkpoint directory; None: train from scratch
+    exclude: list[str] = field(default_factory=list)  # target prefixes left freshly initialised
+    rename: dict[str, str] = field(default_factory=dict)  # source prefix → target prefix, applied before matching
+    freeze_loaded: bool = False  # loaded parameters are not trained (buffers such as BN statistics still update)
+    unfreeze: list[str] = field(default_factory=list)  # with freeze_loaded: loaded prefixes that still train
 
 
 @dataclass
@@ -49,6 +64,7 @@ class TrainConfig:
     num_samples: int = 6  # fixed validation layouts shown in the gallery
     sample_k: int = 1  # images per layout in the gallery (diversity models: set to k)
     tensorboard: bool = True
+    init: InitConfig = field(default_factory=InitConfig)  # --init-from: weights of another run as the start
     # NaN/Inf in a loss or a gradient: the optimiser step is skipped (counted in the loss log); after this many
     # consecutive bad steps the run rolls back to its last checkpoint with the learning rate × nonfinite_lr_factor,
     # at most nonfinite_max_rollbacks times, then stops with a message
@@ -300,12 +316,30 @@ def build_run_config(data: dict, preset: str = "") -> RunConfig:
     )
 
 
+def config_problems(config: RunConfig) -> list[str]:
+    """What the method finds wrong with a complete config (e.g. a λ schedule that never fires in the run)."""
+    from .methods import get_method
+
+    return get_method(config.method).check_config(config)
+
+
 def load_run_config(name_or_path: str, overrides: list[str] | None = None) -> RunConfig:
-    data = apply_overrides(read_preset(name_or_path), overrides or [])
-    return build_run_config(data, preset=Path(name_or_path).stem if name_or_path.endswith(".yaml") else name_or_path)
+    """A preset (or YAML file) with overrides.  The preset itself must be consistent: a problem in it (e.g. a
+    ``rebalance_at`` inherited from a longer preset) is an error naming the preset and the key; problems that
+    only the overrides create are left to the Trainer, which prints them (smoke runs, runs resumed longer)."""
+    preset = Path(name_or_path).stem if name_or_path.endswith(".yaml") else name_or_path
+    data = read_preset(name_or_path)
+    try:
+        bare = build_run_config(data, preset=preset)
+    except (ConfigError, KeyError):  # a file completed by its overrides (e.g. method=…) is checked as a whole below
+        bare = None
+    problems = config_problems(bare) if bare is not None else []
+    if problems:
+        raise ConfigError(f"{preset}: {problems[0]}")
+    return build_run_config(apply_overrides(data, overrides or []), preset=preset)
 
 
 __all__ = [
-    "ConfigError", "RunConfig", "ScheduleConfig", "TrainConfig", "apply_overrides", "build_dataclass",
-    "build_run_config", "deep_merge", "load_run_config", "preset_names", "read_preset",
+    "ConfigError", "InitConfig", "RunConfig", "ScheduleConfig", "TrainConfig", "apply_overrides", "build_dataclass",
+    "build_run_config", "config_problems", "deep_merge", "load_run_config", "preset_names", "read_preset",
 ]

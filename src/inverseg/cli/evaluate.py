@@ -137,7 +137,11 @@ def run(args) -> int:
         state = json.loads((checkpoint / "state.json").read_text())
         source = {"kind": "checkpoint", "name": args.name or run_dir.name, "method": state.get("method", ""),
                   "parameters": parameters, "checkpoint": str(checkpoint), "step": state.get("step"),
-                  "train_cpu_seconds": state.get("cpu_seconds"), "seed": args.seed}
+                  "train_cpu_seconds": state.get("cpu_seconds"), "seed": args.seed,
+                  # the perception networks the run trained with, as resolved (None: not recorded by that run)
+                  "perception": state.get("perception"),
+                  "init_from": (state.get("init_from") or {}).get("checkpoint"),
+                  "init_from_cpu_seconds": (state.get("init_from") or {}).get("source_cpu_seconds")}
         out = Path(args.json) if args.json else run_dir / "eval" / f"eval_{args.split}.json"
     else:
         if not args.labels:

@@ -32,6 +32,7 @@ class PerceptualDistance:
                 vgg = load_vgg("vgg16", layers=LPIPS_LAYERS)
         self.vgg = vgg
         self.description = getattr(vgg, "weights_description", "VGG16")
+        self.record = getattr(vgg, "weights_record", None)  # network, weights file and sha256 for reports
 
     @staticmethod
     def _normalise(features: torch.Tensor) -> torch.Tensor:

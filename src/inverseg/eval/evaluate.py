@@ -221,7 +221,7 @@ def evaluate_set(generated: GeneratedSet, data: EvalData, segmenter, extractor: 
                   for samples in generated.images]
         diversity = {"name": DIVERSITY_NAME, "mean": float(np.mean(values)), "std": float(np.std(values)),
                      "layouts": len(values), "k": generated.k, "backbone": perceptual.description,
-                     "layers": list(LPIPS_LAYERS)}
+                     "weights": perceptual.record, "layers": list(LPIPS_LAYERS)}
 
     generated_scores = segmentation_scores(generated_conf, spec.class_names)
     real_scores = segmentation_scores(real_conf, spec.class_names)
@@ -301,4 +301,18 @@ def summarize(result: dict) -> dict:
         "extractor": result["protocol"]["feature_extractor"]["name"],
         "extractor_sha256": result["protocol"]["feature_extractor"]["sha256"],
         "dataset": f"{result['dataset']['kind']}/{result['dataset']['split']}",
+        "perception": perception_summary(source.get("perception"), source.get("kind")),
+        "init_from": source.get("init_from"),  # train CPU time does not include the run it started from
+        "init_from_cpu_seconds": source.get("init_from_cpu_seconds"),
     }
+
+
+def perception_summary(records: dict | None, kind: str | None = "checkpoint") -> str:
+    """One line naming the perception networks (and weights files) a run trained with, from its state.json."""
+    if kind == "images":
+        return "unknown (images, not a run)"
+    if records is None:
+        return "not recorded (the run's state.json predates the record)"
+    if not records:
+        return "none (no perception network in training)"
+    return " | ".join(f"{name}: {record.get('summary')}" for name, record in records.items())

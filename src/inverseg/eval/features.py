@@ -27,22 +27,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..perception.weights import cached_sha256
 from ..utils.io import atomic_write_bytes, atomic_write_json
 from .paths import slug, stats_dir
-from .segmenter import sha256_file
 
 STATS_VERSION = 1
-_CHECKSUMS: dict[tuple, str] = {}
-
-
-def cached_sha256(path: Path) -> str:
-    """sha256 of a weights file, remembered per (path, size, mtime) within the process."""
-    path = Path(path)
-    stat = path.stat()
-    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-    if key not in _CHECKSUMS:
-        _CHECKSUMS[key] = sha256_file(path)
-    return _CHECKSUMS[key]
 
 
 @dataclass

@@ -171,6 +171,9 @@ def _protocol_rows(result: dict) -> list[tuple[str, str]]:
                             f"subsets of {protocol['kid']['subset_size']}"),
         ("images", ", ".join(f"{k} {v}" for k, v in protocol["num_images"].items())),
         ("samples per layout", f"{protocol['samples_per_layout']} ({protocol['scored_sample']})"),
+        ("perception network in training", result.get("summary", {}).get("perception", "—")),
+        *([("diversity network", (result["metrics"]["diversity"].get("weights") or {}).get("summary")
+            or result["metrics"]["diversity"]["backbone"])] if result["metrics"]["diversity"] else []),
     ]
 
 
@@ -190,7 +193,8 @@ def markdown_report(result: dict, chart: str, samples: str) -> str:
     lines = [f"# {_title(result)}", ""]
     source = result.get("source", {})
     if source:
-        lines += ["Source: " + ", ".join(f"{k} `{v}`" for k, v in source.items() if v not in (None, "")), ""]
+        lines += ["Source: " + ", ".join(f"{k} `{v}`" for k, v in source.items()
+                                         if v not in (None, "") and not isinstance(v, dict)), ""]
     lines += ["| metric | generated | real reference |", "|---|---:|---:|"]
     lines += [f"| {a} | {b} | {c} |" for a, b, c in _summary_rows(result)]
     lines += ["", "## Protocol", "", "| | |", "|---|---|"]
@@ -304,6 +308,14 @@ def compare_table(results: list[dict], markdown: bool = False) -> str:
             notes.append(f"evaluator sha256 {values.pop()[:16]}…, resolution "
                          f"{summaries[0]['resolution'][0]}×{summaries[0]['resolution'][1]}, "
                          f"{summaries[0]['dataset']}")
+    for s in summaries:
+        if s.get("init_from"):
+            before = s.get("init_from_cpu_seconds")
+            notes.append(f"{s['name'] or s['method']} started from the weights of {s['init_from']}" +
+                         (f" (+{before / 60:.1f} train CPU-min there, not in its row)" if before else ""))
+    notes.append("perception networks in training: " + "; ".join(
+        f"{s['name'] or s['method'] or '?'} — {s.get('perception', 'not recorded (evaluated before the record)')}"
+        for s in summaries))
     resolutions = {tuple(s["resolution"]) for s in summaries}
     if len(resolutions) > 1:
         notes.append("WARNING: different evaluation resolutions — these rows are not comparable")

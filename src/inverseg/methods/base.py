@@ -3,12 +3,13 @@
 A ``Method`` owns its networks, losses and optimisers and knows how to take one training step and how to
 sample.  The Trainer never knows which method it runs: it calls ``train_step``, saves ``checkpoint_state``,
 restores it, and shows ``sample`` outputs.  The Pipeline builds the method with ``training=False`` (no losses,
-no discriminator, no perception weights needed) and calls ``sample``.
+no discriminator, no perception weights needed) and calls ``sample``.  ``--init-from`` copies the tensors of
+``transfer_modules`` from another run by name and shape and may ``freeze`` the loaded ones (``train/init_from.py``).
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Iterable
 
 import torch
 from torch import nn
@@ -22,6 +23,9 @@ class Method(nn.Module):
     # Modules saved in checkpoints and those an inference pipeline needs.
     checkpoint_modules: ClassVar[tuple[str, ...]] = ("generator",)
     inference_modules: ClassVar[tuple[str, ...]] = ("generator",)
+    # Modules whose tensors ``--init-from`` copies (None: all checkpoint modules).  Learned weights only: loss
+    # schedules such as CRN's λ balancer belong to the run that measured them and start afresh.
+    transfer_modules: ClassVar[tuple[str, ...] | None] = None
 
     def __init__(self, settings: Any, spec: LabelSpec, image_size: tuple[int, int], training: bool = True):
         super().__init__()
@@ -30,6 +34,12 @@ class Method(nn.Module):
         self.image_size = tuple(image_size)
         self.is_training_setup = training
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
+        self.frozen: list[nn.Parameter] = []  # parameters no optimiser may change (--freeze-loaded)
+
+    @classmethod
+    def check_config(cls, run: Any) -> list[str]:
+        """Problems of a complete run config that construction would not catch (each a one-line fix)."""
+        return []
 
     def inference_parameter_count(self) -> int:
         """Parameters of the networks that synthesise (the "params" column of reports).  Modules absent at
@@ -54,6 +64,8 @@ class Method(nn.Module):
             self._nonfinite = True
             return
         loss.backward()
+        for parameter in self.frozen:  # a method's own requires_grad toggling (e.g. of D) may revive them
+            parameter.grad = None  # Adam skips parameters without a gradient: no update, no moment change
         gradients = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
         if gradients and not bool(torch.isfinite(torch.nn.utils.get_total_norm(gradients))):
             optimizer.zero_grad(set_to_none=True)
@@ -65,6 +77,28 @@ class Method(nn.Module):
         """Whether an update since the last call was skipped for NaN/Inf (and reset the flag)."""
         flag, self._nonfinite = getattr(self, "_nonfinite", False), False
         return flag
+
+    def freeze(self, names: Iterable[str]) -> None:
+        """Keep the named parameters (``named_parameters`` names) fixed for the rest of the run."""
+        parameters = dict(self.named_parameters())
+        names = list(names)
+        unknown = [name for name in names if name not in parameters]
+        if unknown:
+            raise KeyError(f"cannot freeze {unknown[0]}: this {self.name} has no such parameter")
+        self.frozen = [parameters[name] for name in names]
+        for parameter in self.frozen:
+            parameter.requires_grad_(False)  # no gradient is computed for them at all (memory, time)
+
+    def after_init_from(self, loaded: set[str]) -> None:
+        """Hook after ``--init-from`` copied the ``loaded`` tensors (GANs: refresh an EMA copy left behind)."""
+
+    def perception_record(self) -> dict[str, dict]:
+        """The pretrained perception networks the training losses use, as resolved (not "auto"): module path →
+        network, weights file and sha256 (``VGGFeatures.weights_record``).  Empty when there is none."""
+        from ..perception.vgg import VGGFeatures
+
+        return {name: dict(module.weights_record) for name, module in self.named_modules()
+                if isinstance(module, VGGFeatures) and hasattr(module, "weights_record")}
 
     def before_checkpoint(self, batches) -> None:
         """Hook before weights are saved or sampled (OASIS: recompute EMA batch-norm statistics)."""

@@ -54,6 +54,15 @@ class PerceptualConfig:
     cache_reference: bool = False  # keep reference VGG features in RAM across epochs (verified by checksum)
     cache_max_mb: int = 4096  # float32 features; CamVid train at 96×128 needs ≈ 2.1 GB
 
+    def schedule_problems(self, steps: int) -> list[str]:
+        """A λ schedule that cannot fire within ``steps`` training steps (the balancer rebalances on its
+        ``rebalance_at``-th step), e.g. a value inherited from a longer preset."""
+        if self.balance not in ("once", "every") or self.rebalance_at <= steps:
+            return []
+        return [f"loss.rebalance_at={self.rebalance_at} is after the last step (train.steps={steps}), so λ would "
+                f"never be rebalanced; fix: set loss.rebalance_at ≤ {steps} (with loss.window ≤ it), or "
+                f"loss.balance=fixed to keep λ = 1/#elements"]
+
 
 @dataclass
 class AdamConfig:
@@ -99,6 +108,11 @@ class CRN(Method):
     Settings = CRNSettings
     checkpoint_modules = ("generator", "balancer")
     inference_modules = ("generator",)
+    transfer_modules = ("generator",)  # --init-from: λ is measured afresh in every run (official 512p re-measured)
+
+    @classmethod
+    def check_config(cls, run) -> list[str]:
+        return run.settings.loss.schedule_problems(run.train.steps)
 
     def __init__(self, settings: CRNSettings, spec: LabelSpec, image_size: tuple[int, int], training: bool = True):
         super().__init__(settings, spec, image_size, training)

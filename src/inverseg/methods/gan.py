@@ -185,6 +185,13 @@ class GANMethod(Method):
         """Galleries sample the EMA generator too, so its statistics are refreshed the same way."""
         GANMethod.before_checkpoint(self, batches)
 
+    def after_init_from(self, loaded: set[str]) -> None:
+        """--init-from into a run with EMA from a source without one: the average starts at the loaded G, not at
+        G's random initialisation (the EMA copy was made before the weights arrived)."""
+        ema = getattr(self, "generator_ema", None)
+        if ema is not None and not any(name.startswith("generator_ema.") for name in loaded):
+            ema.load_state_dict(self.generator.state_dict())
+
     def load_checkpoint_state(self, state: dict[str, torch.Tensor], modules: tuple[str, ...] | None = None) -> None:
         modules = tuple(modules or self.checkpoint_modules)
         ema_keys = {k[len("generator_ema."):]: v for k, v in state.items() if k.startswith("generator_ema.")}

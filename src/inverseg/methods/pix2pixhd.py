@@ -29,7 +29,6 @@ from __future__ import annotations
 import operator
 from collections import defaultdict
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 
@@ -55,7 +54,7 @@ class Pix2PixHDModelConfig:
     instance_edges: bool = True    # not --no_instance: the edge map of the instance ids is one more input channel
     init: str = "normal"           # weights_init: N(0, 0.02) for conv weights, BN scale N(1, 0.02)
     init_gain: float = 0.02
-    pretrained_global: str | None = None  # --load_pretrain: a pix2pixhd-512p run/checkpoint for G1 (and E)
+    # --load_pretrain (G1 from a 512p run): `inverseg train --init-from` (docs/methods/pix2pixhd.md)
 
 
 @dataclass
@@ -129,8 +128,6 @@ class Pix2PixHD(GANMethod):
             self.clusters = FeatureClusters(spec.num_classes + 1, features.n_clusters, features.feat_num)
         if not training:
             return
-        if model.pretrained_global:  # before the EMA copy of G is made
-            self.load_pretrained_global(model.pretrained_global)
         self.setup_training_parts(self.label_channels + 3, zero_bias=False)
 
     # ------------------------------------------------------------------ inputs
@@ -292,27 +289,3 @@ class Pix2PixHD(GANMethod):
                 features = broadcast_segments(self.clusters.choose(rows, style, generator).to(layout), index)
             outputs.append(net(torch.cat([layout, features], dim=1)))
         return torch.stack(outputs, dim=1).clamp(-1.0, 1.0)
-
-    # ------------------------------------------------------------------ --load_pretrain
-    def load_pretrained_global(self, path: str) -> None:
-        """Initialise G1 (and E) of a local-enhancer model from a global-generator run (official 1024p recipe)."""
-        if not self.settings.model.n_local_enhancers:
-            raise ValueError("model.pretrained_global is for the local enhancer (model.n_local_enhancers ≥ 1)")
-        from safetensors.torch import load_file
-
-        source = Path(path).expanduser()
-        if (source / "checkpoints" / "latest").is_file():  # a run directory
-            source = source / "checkpoints" / (source / "checkpoints" / "latest").read_text().strip()
-        weights_file = source / "weights.safetensors" if source.is_dir() else source
-        if not weights_file.is_file():
-            raise FileNotFoundError(f"{path}: no weights.safetensors (give a run, checkpoint directory or file)")
-        weights = load_file(str(weights_file))
-        body = {k[len("generator.body."):]: v for k, v in weights.items() if k.startswith("generator.body.")}
-        try:
-            self.generator.global_generator.body.load_state_dict(body, strict=True)
-        except RuntimeError as error:
-            raise ValueError(f"{weights_file}: its global generator does not fit G1 here (G1 width must be "
-                             f"model.ngf·2^n_local_enhancers and the inputs must match): {error}") from None
-        encoder = {k[len("encoder."):]: v for k, v in weights.items() if k.startswith("encoder.")}
-        if self.encoder is not None and encoder:
-            self.encoder.load_state_dict(encoder, strict=True)

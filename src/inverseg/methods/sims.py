@@ -195,6 +195,11 @@ class SIMS(Method):
     Settings = SIMSSettings
     checkpoint_modules = ("synthesis", "transformer", "orderer", "balancer")
     inference_modules = ("synthesis", "transformer", "orderer")
+    transfer_modules = ("synthesis", "transformer", "orderer")  # --init-from: λ is measured afresh
+
+    @classmethod
+    def check_config(cls, run) -> list[str]:
+        return run.settings.loss.schedule_problems(run.train.steps)
 
     def __init__(self, settings: SIMSSettings, spec: LabelSpec, image_size: tuple[int, int], training: bool = True):
         super().__init__(settings, spec, image_size, training)

