@@ -194,7 +194,7 @@ def test_bank_cli_build_and_info(tmp_path, capsys):
     info = json.loads(capsys.readouterr().out)
     assert info["settings"]["grid"] == 16 and info["segments"] == summary["segments"]
     assert main(["bank", "build", "--dataset", "folder", "--data", str(data_root), "--out", str(out),
-                 "--size", "24x32", "--quiet"]) == 1  # exists: refuses without --overwrite
+                 "--size", "24x32", "--quiet"]) == 2  # exists: refuses without --overwrite
     assert "already exists" in capsys.readouterr().err
     assert main(["bank", "build", "--dataset", "folder", "--data", str(data_root), "--out", str(tmp_path / "x"),
                  "--size", "24by32"]) == 2

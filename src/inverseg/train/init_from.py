@@ -21,11 +21,12 @@ from collections import Counter
 import torch
 
 from ..config import InitConfig
+from ..errors import InversegError
 from ..methods.base import Method
 from . import checkpoint as ckpt
 
 
-class InitFromError(ValueError):
+class InitFromError(InversegError, ValueError):
     """The source does not fit this model, or an option names nothing; the message says which and the fix."""
 
 
