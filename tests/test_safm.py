@@ -235,7 +235,7 @@ def test_paper_presets_ade20k_and_coco(preset, scheme, semantic_nc):
     method, config = build(preset, (64, 64), spec=get_scheme(scheme))
     assert method.label_channels + 72 == semantic_nc and config.settings.model.placement == "blocks"
     blocks = shape_modules(method.generator)
-    assert blocks == 3 * 7 - 3 + 4  # two SAFM layers per ResBlk, three with a learned shortcut (4 of 7)
+    assert blocks == 2 * 7 + 4  # two SAFM layers per ResBlk, three with a learned shortcut (4 of the 7)
     assert count_parameters(method.generator) + 144 * blocks == official_generator_parameters(semantic_nc)
     with torch.no_grad():
         assert method.sample(torch.randint(0, 150, (1, 64, 64))).shape == (1, 1, 3, 64, 64)
