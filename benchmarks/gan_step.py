@@ -36,7 +36,9 @@ CONFIGS = {
     "safm-camvid-cpu,placement=blocks": ("safm-camvid-cpu", None, None, 3),
     "safm-cityscapes@128x256,batch2": ("safm-cityscapes", (128, 256), 2, 1),  # batch norm needs 2 samples
 }
-OVERRIDES = {"safm-camvid-cpu,placement=blocks": ["model.placement=blocks"]}
+# SAFM: the fake-image alignment term on from the first step, so the timed steps include the whole objective
+OVERRIDES = {name: ["loss.fake_seg_start=0"] for name in CONFIGS if name.startswith("safm")}
+OVERRIDES["safm-camvid-cpu,placement=blocks"].append("model.placement=blocks")
 
 
 def procedural_batch(spec, size: tuple[int, int], batch: int, seed: int = 0) -> dict:

@@ -150,7 +150,7 @@ def shape_counts(regions: torch.Tensor | np.ndarray) -> torch.Tensor:
 
 
 def normalize_counts(counts: torch.Tensor) -> torch.Tensor:
-    """(…, 72, H, W) counts → per-pixel L1-normalised float32; all-zero pixels stay 0 (official ``sum == 0 → 1``)."""
+    """(…, 72, H, W) counts → per-pixel L1-normalised float32; all-zero pixels stay 0 (official: sum 0 → 1)."""
     counts = counts.float()
     total = counts.sum(dim=-3, keepdim=True)
     return counts / total.clamp(min=1)  # totals are integers: 0 → 1, the rest unchanged

@@ -174,5 +174,6 @@ class SAFM(SPADE):
         return losses
 
     def extra_state(self) -> dict:
-        return {"spd_cache": {"entries": len(self.spd_cache.entries), "megabytes": round(self.spd_cache.bytes / 2**20, 1),
-                              "hits": self.spd_cache.hits, "misses": self.spd_cache.misses}}
+        cache = self.spd_cache
+        return {"spd_cache": {"entries": len(cache.entries), "megabytes": round(cache.bytes / 2**20, 1),
+                              "hits": cache.hits, "misses": cache.misses}}

@@ -185,7 +185,8 @@ class SPADE(GANMethod):
         if self.encoder is None:
             if style_image is not None:
                 raise TypeError(f"this {self.name.upper()} was trained without the VAE image encoder "
-                                "(vae.enabled=false), so it cannot take a style image; fix: train with vae.enabled=true")
+                                "(vae.enabled=false), so it cannot take a style image; "
+                                "fix: train with vae.enabled=true")
             if k > 1:
                 raise ValueError(f"this {self.name.upper()} is deterministic (vae.enabled=false): ask for k=1, or "
                                  "train with vae.enabled=true for k different images")

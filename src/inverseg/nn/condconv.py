@@ -2,7 +2,7 @@
 Liu et al., NeurIPS 2019, §3.1; reused by SAFM, Lv et al., CVPR 2022, §3.2, whose official ``DepthConv`` is
 CC-FPSE's).
 
-    Y[n, c, i, j] = Σ_{a,b} X[n, c, i + a − k//2, j + b − k//2] · V[n, c·k² + a·k + b, i, j]      (zero padding)
+    Y[n, c, i, j] = Σ_{a,b} X[n, c, i + a − k//2, j + b − k//2] · V[n, c·k² + a·k + b, i, j]    (zero padding)
 
 The kernel tensor V (N, C·k², H, W) holds each channel's k² taps next to each other, row-major — the layout the
 official kernel-predicting convs output.  No bias, and the kernels are used as predicted (the official softmax over
