@@ -35,6 +35,7 @@ class PairFiles:
     label: Path
     instance: Path | None = None
     name: str = ""
+    instance_channel: int | None = None  # colour instance maps: the channel that holds the ids (ADE20K: 1 = G)
 
 
 @dataclass
@@ -70,9 +71,16 @@ def read_label(path: Path, spec: LabelSpec, palette: Palette | None = None) -> n
     return spec.ids_from_raw(read_label_values(path), source=str(path))
 
 
-def read_instance(path: Path) -> np.ndarray:
+def read_instance(path: Path, channel: int | None = None) -> np.ndarray:
+    """Instance ids: a single-channel map, or one ``channel`` of a colour map (ADE20K: G = instance id)."""
     with Image.open(path) as image:
-        return np.asarray(image).astype(np.int64)
+        values = np.asarray(image).astype(np.int64)
+    if values.ndim == 3:
+        if channel is None:
+            raise DatasetError(f"{path}: instance map has {values.shape[2]} colour channels; fix: save the instance "
+                               f"ids as a single-channel PNG")
+        return values[..., channel]
+    return values
 
 
 class PairDataset(torch.utils.data.Dataset):
@@ -139,7 +147,7 @@ class PairDataset(torch.utils.data.Dataset):
                     f"{label.shape[1]}×{label.shape[0]}; fix: resize the label with nearest neighbour"
                 )
         try:
-            instance = read_instance(pair.instance) if pair.instance is not None else None
+            instance = read_instance(pair.instance, pair.instance_channel) if pair.instance is not None else None
         except (UnidentifiedImageError, OSError) as error:
             raise DatasetError(f"{pair.instance}: cannot decode instance map ({error})") from None
         if instance is not None and instance.shape != label.shape:
