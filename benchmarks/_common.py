@@ -15,14 +15,15 @@ import time
 import torch
 
 
-def load_preset(entry: tuple) -> tuple:
+def load_preset(entry: tuple, overrides=()) -> tuple:
     """A ``CONFIGS`` entry (preset, size or None, batch size or None, timed steps) → (preset, run config, size,
-    batch size, timed steps); the Nones take the preset's values.  Seeds torch so every run builds the same nets."""
+    batch size, timed steps); the Nones take the preset's values; ``overrides`` are ``key=value`` strings.
+    Seeds torch so every run builds the same nets."""
     from inverseg.config import load_run_config
 
     preset, size, batch_size, steps = entry
     torch.manual_seed(0)
-    config = load_run_config(preset)
+    config = load_run_config(preset, list(overrides))
     return preset, config, tuple(size or config.data.size), batch_size or config.train.batch_size, steps
 
 

@@ -1,4 +1,4 @@
-"""Train-step seconds and peak RSS of pix2pixHD and SPADE at their CPU presets and at one paper preset each.
+"""Train-step seconds and peak RSS of pix2pixHD, SPADE and SAFM at their CPU presets and at one paper preset each.
 
 Each configuration runs in its own subprocess (so peak RSS belongs to it): build the method with the preset's
 settings (VGG weights as ``inverseg.perception.load_vgg`` finds them), make one procedural batch (street-like
@@ -31,7 +31,14 @@ CONFIGS = {
     "spade-cpu": ("spade-cpu", None, None, 5),
     "spade-camvid-cpu": ("spade-camvid-cpu", None, None, 5),
     "spade-cityscapes@128x256,batch1": ("spade-cityscapes", (128, 256), 1, 1),
+    "safm-cpu": ("safm-cpu", None, None, 3),
+    "safm-camvid-cpu": ("safm-camvid-cpu", None, None, 3),
+    "safm-camvid-cpu,placement=blocks": ("safm-camvid-cpu", None, None, 3),
+    "safm-cityscapes@128x256,batch2": ("safm-cityscapes", (128, 256), 2, 1),  # batch norm needs 2 samples
 }
+# SAFM: the fake-image alignment term on from the first step, so the timed steps include the whole objective
+OVERRIDES = {name: ["loss.fake_seg_start=0"] for name in CONFIGS if name.startswith("safm")}
+OVERRIDES["safm-camvid-cpu,placement=blocks"].append("model.placement=blocks")
 
 
 def procedural_batch(spec, size: tuple[int, int], batch: int, seed: int = 0) -> dict:
@@ -71,7 +78,7 @@ def run_one(name: str) -> dict:
     from inverseg.methods import get_method
     from inverseg.nn import count_parameters
 
-    preset, config, size, batch_size, steps = load_preset(CONFIGS[name])
+    preset, config, size, batch_size, steps = load_preset(CONFIGS[name], OVERRIDES.get(name, ()))
     scheme = config.data.scheme or {"synthetic": "synthetic", "camvid": "camvid", "cityscapes": "cityscapes",
                                     "ade20k": "ade20k", "cocostuff": "cocostuff"}[config.data.dataset]
     spec = get_scheme(scheme)
@@ -92,7 +99,7 @@ def run_one(name: str) -> dict:
         "images_per_second": round(batch_size / seconds, 3),
         "peak_rss_mb": peak_rss_mb(),
         "params_m": {part: round(count_parameters(getattr(method, part, None)) / 1e6, 3)
-                     for part in ("generator", "encoder", "discriminator")},
+                     for part in ("generator", "encoder", "discriminator", "segmenter")},
         "vgg": f"{vgg.extractor.arch}, {vgg.extractor.input_convention} inputs" if vgg is not None else "off",
         "losses": {k: round(v, 4) for k, v in losses.items()},
         "load_average_1min": round(os.getloadavg()[0], 2),  # other processes on the machine inflate the times

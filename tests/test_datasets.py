@@ -148,6 +148,36 @@ def test_ade20k_layout(tmp_path):
     assert len(open_dataset(config("ade20k", tmp_path), split="val")) == 1
 
 
+def test_ade20k_instance_masks_are_read_from_the_green_channel(tmp_path):
+    """Places Challenge 2017 instance masks (annotations_instance/: R = category, G = instance id), which SAFM's
+    official ADE20K training reads (channel 1) for its shape descriptor."""
+    raws = build_ade20k(tmp_path, count=2)
+    assert "instance" not in open_dataset(config("ade20k", tmp_path))[0]  # optional: absent → no instance maps
+    folder = tmp_path / "ADEChallengeData2016" / "annotations_instance" / "training"
+    folder.mkdir(parents=True)
+    expected = []
+    for index, raw in enumerate(raws):
+        rgb = np.zeros((*raw.shape, 3), np.uint8)
+        rgb[..., 0] = raw % 100                       # category
+        rgb[..., 1] = (raw == 75 + index) * (index + 3)  # one instance per image
+        Image.fromarray(rgb).save(folder / f"ADE_train_{index + 1:08d}.png")
+        expected.append(rgb[..., 1])
+    dataset = open_dataset(config("ade20k", tmp_path))
+    assert dataset.has_instances
+    for index in range(2):
+        np.testing.assert_array_equal(dataset[index]["instance"].numpy(), expected[index])
+
+
+def test_a_colour_instance_map_without_a_channel_is_a_clear_error(tmp_path):
+    from inverseg.data.base import DatasetError, read_instance
+
+    path = tmp_path / "inst.png"
+    Image.fromarray(np.zeros((4, 5, 3), np.uint8)).save(path)
+    with pytest.raises(DatasetError, match="inst.png: instance map has 3 colour channels; fix"):
+        read_instance(path)
+    assert read_instance(path, channel=1).shape == (4, 5)
+
+
 def test_cocostuff_layout_with_instances(tmp_path):
     names = ("000000000139", "000000000285", "000000000632")
     raws = build_flat(tmp_path, names, lambda i: blocks([0, 181, 255, 40 + i]))

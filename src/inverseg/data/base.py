@@ -38,6 +38,7 @@ class PairFiles:
     label: Path
     instance: Path | None = None
     name: str = ""
+    instance_channel: int | None = None  # colour instance maps: the channel that holds the ids (ADE20K: 1 = G)
 
 
 @dataclass
@@ -162,14 +163,18 @@ def read_label(path: Path, spec: LabelSpec, palette: Palette | None = None) -> n
     return spec.ids_from_raw(label_values(image, str(path)), source=str(path))
 
 
-def read_instance(path: Path) -> np.ndarray:
+def read_instance(path: Path, channel: int | None = None) -> np.ndarray:
+    """Instance ids: a single-channel map, or one ``channel`` of a colour map (ADE20K: G = instance id)."""
     image = open_image(path, "instance map")
-    if image.mode in ("RGB", "RGBA"):  # colour-coded instances: one id per distinct colour
-        rgb = np.asarray(image.convert("RGB")).astype(np.int64)
-        return rgb[..., 0] * 65536 + rgb[..., 1] * 256 + rgb[..., 2]
     if image.mode in ("LA", "PA"):
         image = image.getchannel(0)
-    return np.asarray(image).astype(np.int64)
+    values = np.asarray(image).astype(np.int64)
+    if values.ndim == 3:
+        if channel is None:
+            raise DatasetError(f"{path}: instance map has {values.shape[2]} colour channels; fix: save the instance "
+                               f"ids as a single-channel PNG")
+        return values[..., channel]
+    return values
 
 
 class PairDataset(torch.utils.data.Dataset):
@@ -228,7 +233,7 @@ class PairDataset(torch.utils.data.Dataset):
                 f"{pair.image}: image is {image.shape[1]}×{image.shape[0]} but label {pair.label.name} is "
                 f"{label.shape[1]}×{label.shape[0]}; fix: resize the label with nearest neighbour"
             )
-        instance = read_instance(pair.instance) if pair.instance is not None else None
+        instance = read_instance(pair.instance, pair.instance_channel) if pair.instance is not None else None
         if instance is not None and instance.shape != label.shape:
             raise DatasetError(f"{pair.instance}: instance map is {instance.shape[1]}×{instance.shape[0]} but label "
                                f"{pair.label.name} is {label.shape[1]}×{label.shape[0]}; fix: resize it (nearest)")

@@ -110,13 +110,22 @@ def _restore_name(problem: str, images: dict, labels: dict) -> str:
 
 
 def find_ade20k(root: Path, split: str) -> ScanResult:
+    """ADEChallengeData2016 images + annotations, and the Places Challenge 2017 instance masks when present
+    (``annotations_instance/<folder>/``, beside ``annotations/`` or in the root; R = category, G = instance id)."""
     base = root / "ADEChallengeData2016" if (root / "ADEChallengeData2016").is_dir() else root
     folder = {"train": "training", "val": "validation"}.get(split, split)
     images = list_files(base / "images" / folder, (".jpg", ".jpeg", ".png"))
     labels = list_files(base / "annotations" / folder, (".png",))
     if not images and not labels:
         return _missing(root, f"ADEChallengeData2016/images/{folder}/ and annotations/{folder}/")
-    return pair_by_stem(images, labels, str(root))
+    scan = pair_by_stem(images, labels, str(root))
+    for instance_root in (base / "annotations_instance", root / "annotations_instance"):
+        instances = {p.stem: p for p in list_files(instance_root / folder, (".png",))}
+        if instances:
+            scan.pairs = [PairFiles(p.image, p.label, instances.get(p.name), p.name, instance_channel=1)
+                          for p in scan.pairs]
+            break
+    return scan
 
 
 def find_cocostuff(root: Path, split: str) -> ScanResult:

@@ -60,10 +60,14 @@ def class_balance_weights(label: torch.Tensor, num_classes: int, zero_weight: Se
     return torch.where(counted, per_class[index], torch.zeros_like(per_class[index]))
 
 
+def balanced_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """mean over all pixels of weight × CE(logits, target) (also SAFM's semantic-alignment loss)."""
+    return (F.cross_entropy(logits, targets, reduction="none") * weights).mean()
+
+
 def real_class_loss(logits: torch.Tensor, label: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """Balanced CE towards each pixel's real class (c + 1), mean over all pixels (official ``for_real=True``)."""
-    targets = oasis_targets(label, logits.shape[1] - 1)
-    return (F.cross_entropy(logits, targets, reduction="none") * weights).mean()
+    return balanced_cross_entropy(logits, oasis_targets(label, logits.shape[1] - 1), weights)
 
 
 def fake_class_loss(logits: torch.Tensor) -> torch.Tensor:

@@ -32,6 +32,7 @@ class DiscriminatorConfig:
     num_layers: int = 4      # convs before the output conv = SPADE n_layers_D (4) = pix2pixHD n_layers_D (3) + 1
     norm: str = "instance"   # instance | batch | none
     spectral: bool = False   # SPADE norm_D 'spectralinstance': true
+    two_stream: bool = False  # SESAME's semantic + image streams (the D of SAFM's official code)
 
 
 @dataclass
@@ -100,7 +101,7 @@ def set_requires_grad(module: nn.Module | None, flag: bool) -> None:
 def build_discriminator(config: DiscriminatorConfig, in_channels: int, init: str, gain: float,
                         zero_bias: bool) -> MultiScaleDiscriminator:
     discriminator = MultiScaleDiscriminator(in_channels, config.num_scales, config.ndf, config.num_layers,
-                                            config.norm, config.spectral)
+                                            config.norm, config.spectral, config.two_stream)
     return initialize(discriminator, init, gain, zero_bias)
 
 

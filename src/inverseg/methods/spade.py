@@ -97,10 +97,7 @@ class SPADE(GANMethod):
         super().__init__(settings, spec, image_size, training)
         model, vae = settings.model, settings.vae
         self.label_channels = spec.input_channels(model.dontcare_channel) + int(model.instance_edges)
-        generator = SPADEGenerator(self.label_channels, self.image_size, model.ngf, model.num_upsampling, model.norm,
-                                   model.spectral, model.spade_kernel, model.spade_hidden,
-                                   z_dim=vae.z_dim if vae.enabled else None)
-        self.generator = initialize(generator, model.init, model.init_gain)
+        self.generator = initialize(self.build_generator(), model.init, model.init_gain)
         self.encoder = None
         if vae.enabled:
             if vae.style_z not in ("sample", "mean"):
@@ -112,6 +109,12 @@ class SPADE(GANMethod):
         self.setup_training_parts(self.label_channels + 3, zero_bias=True)
 
     # ------------------------------------------------------------------ pieces
+    def build_generator(self) -> SPADEGenerator:
+        model, vae = self.settings.model, self.settings.vae
+        return SPADEGenerator(self.label_channels, self.image_size, model.ngf, model.num_upsampling, model.norm,
+                              model.spectral, model.spade_kernel, model.spade_hidden,
+                              z_dim=vae.z_dim if vae.enabled else None)
+
     def layout(self, label: torch.Tensor, instance: torch.Tensor | None, training: bool = False) -> torch.Tensor:
         model = self.settings.model
         return encode_layout(self.spec, label, model.dontcare_channel, model.instance_edges, instance,
@@ -148,6 +151,7 @@ class SPADE(GANMethod):
         g_losses = self.generator_losses(pred_fake, pred_real, fake, real)
         if kld is not None:
             g_losses["g_kld"] = kld
+        g_losses.update(self.extra_generator_losses(batch, fake, step))
         self.optimizer_step("generator", sum(g_losses.values()))
         self.update_ema()
 
@@ -158,6 +162,10 @@ class SPADE(GANMethod):
         d_real, d_fake = self.adversarial.discriminator(pred_real, pred_fake)
         self.optimizer_step("discriminator", loss.d_loss_weight * (d_real + d_fake))
         return self.floats({**g_losses, "d_real": d_real, "d_fake": d_fake})
+
+    def extra_generator_losses(self, batch: dict, fake: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
+        """Terms a SPADE fork adds to G's objective (SAFM: the semantic-alignment loss); none in SPADE."""
+        return {}
 
     def recalibration_forward(self, generator, batch: dict) -> None:
         """(its own noise generator: re-estimating statistics must not move the training RNG)"""
@@ -171,16 +179,17 @@ class SPADE(GANMethod):
                **unknown) -> torch.Tensor:
         """(B,H,W) ids → (B,k,3,H,W).  With the VAE: z ~ N(0,I) from ``generator``, or from ``style_image``."""
         if unknown:
-            raise TypeError(f"SPADE takes style_image=IMAGE or instance=MAP; got {', '.join(unknown)}")
+            raise TypeError(f"{self.name.upper()} takes style_image=IMAGE or instance=MAP; got {', '.join(unknown)}")
         net = self.sampling_generator()
         layout = self.layout(label, instance)
         if self.encoder is None:
             if style_image is not None:
-                raise TypeError("this SPADE was trained without the VAE image encoder (vae.enabled=false), so it "
-                                "cannot take a style image; fix: train with vae.enabled=true")
+                raise TypeError(f"this {self.name.upper()} was trained without the VAE image encoder "
+                                "(vae.enabled=false), so it cannot take a style image; "
+                                "fix: train with vae.enabled=true")
             if k > 1:
-                raise ValueError("this SPADE is deterministic (vae.enabled=false): ask for k=1, or train with "
-                                 "vae.enabled=true for k different images")
+                raise ValueError(f"this {self.name.upper()} is deterministic (vae.enabled=false): ask for k=1, or "
+                                 "train with vae.enabled=true for k different images")
             return net(layout).clamp(-1.0, 1.0)[:, None]
         batch = label.shape[0]
         if style_image is not None:

@@ -23,6 +23,8 @@ and the number of convs are parameters and the linear layers follow from them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -51,7 +53,10 @@ class SPADEGenerator(nn.Module):
 
     def __init__(self, cond_channels: int, output_size: tuple[int, int], ngf: int = 64,
                  num_upsampling: str = "normal", norm: str = "syncbatch", spectral: bool = True,
-                 spade_kernel: int = 3, spade_hidden: int = 128, z_dim: int | None = None):
+                 spade_kernel: int = 3, spade_hidden: int = 128, z_dim: int | None = None,
+                 modulation: Callable[..., nn.Module] | None = None, block_cond_channels: int | None = None):
+        """``modulation``: the blocks' conditional normalisation (SPADE; SAFM's generator passes SAFM);
+        ``block_cond_channels``: channels of :meth:`condition`'s output when it differs from the input's."""
         super().__init__()
         self.grid = start_grid(tuple(output_size), num_upsampling)
         self.z_dim, self.ngf = z_dim, ngf
@@ -61,7 +66,8 @@ class SPADEGenerator(nn.Module):
             self.fc = nn.Conv2d(cond_channels, 16 * ngf, 3, padding=1)
 
         def block(fin: int, fout: int) -> SPADEResBlock:
-            return SPADEResBlock(fin, fout, cond_channels, norm, spectral, spade_kernel, spade_hidden)
+            return SPADEResBlock(fin, fout, block_cond_channels or cond_channels, norm, spectral, spade_kernel,
+                                 spade_hidden, modulation)
 
         self.head_0 = block(16 * ngf, 16 * ngf)
         self.middle_0 = block(16 * ngf, 16 * ngf)
@@ -78,6 +84,7 @@ class SPADEGenerator(nn.Module):
             x = self.fc(z).view(-1, 16 * self.ngf, *self.grid)
         else:
             x = self.fc(F.interpolate(cond, size=self.grid, mode="nearest"))
+        cond = self.condition(cond)
         x = self.head_0(x, cond)
         x = self.middle_0(F.interpolate(x, scale_factor=2, mode="nearest"), cond)
         if self.upsample_between_middles:
@@ -86,6 +93,10 @@ class SPADEGenerator(nn.Module):
         for block in self.up_blocks:
             x = block(F.interpolate(x, scale_factor=2, mode="nearest"), cond)
         return torch.tanh(self.conv_img(F.leaky_relu(x, 0.2)))
+
+    def condition(self, cond: torch.Tensor) -> torch.Tensor:
+        """The conditioning map the blocks see (after ``fc`` took the raw one): the raw map in SPADE."""
+        return cond
 
 
 class StyleEncoder(nn.Module):

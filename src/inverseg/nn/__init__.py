@@ -1,8 +1,10 @@
 """Layers shared by the adversarial methods (pix2pixHD, SPADE, and later OASIS, CC-FPSE, LGGAN, SAFM)."""
 
+from .condconv import conditional_depthwise_conv
 from .discriminator import (
     MultiScaleDiscriminator,
     PatchDiscriminator,
+    TwoStreamPatchDiscriminator,
     num_layers_from_pix2pixhd,
     num_layers_from_spade,
 )
@@ -18,11 +20,13 @@ from .layers import (
     spectral_norm,
 )
 from .pooling import broadcast_segments, instance_average_pool, segment_index, segment_mean
+from .safm import SAFM, ShapeConditioning
 from .spade import SPADE, SPADEResBlock
 
 __all__ = [
-    "SPADE", "MultiScaleDiscriminator", "PatchDiscriminator", "SPADEResBlock", "broadcast_segments",
-    "check_divisible", "conv_norm", "count_parameters", "downsample_avg", "initialize", "instance_average_pool",
+    "SAFM", "SPADE", "MultiScaleDiscriminator", "PatchDiscriminator", "SPADEResBlock", "ShapeConditioning",
+    "TwoStreamPatchDiscriminator", "broadcast_segments", "check_divisible", "conditional_depthwise_conv",
+    "conv_norm", "count_parameters", "downsample_avg", "initialize", "instance_average_pool",
     "largest_singular_value", "make_ema", "num_layers_from_pix2pixhd", "num_layers_from_spade", "param_free_norm",
     "recalibrate_batch_norm", "segment_index", "segment_mean", "spectral_norm", "update_ema",
 ]

@@ -10,6 +10,8 @@ OASIS feeds the one-hot label concatenated with its 3D noise — the layer does 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -33,7 +35,8 @@ class SPADE(nn.Module):
         self.beta = nn.Conv2d(hidden, channels, kernel_size, padding=padding)
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        cond = F.interpolate(cond, size=x.shape[-2:], mode="nearest")
+        if cond.shape[-2:] != x.shape[-2:]:
+            cond = F.interpolate(cond, size=x.shape[-2:], mode="nearest")
         embedding = self.shared(cond)
         return self.norm(x) * (1 + self.gamma(embedding)) + self.beta(embedding)
 
@@ -43,20 +46,23 @@ class SPADEResBlock(nn.Module):
 
     The middle width is ``min(fin, fout)``.  When ``fin ≠ fout`` the shortcut is learned: SPADE → 1×1 conv without
     bias (and without activation).  ``spectral`` wraps the three convs (not the SPADE convs) in spectral norm, as
-    SPADE's ``spectral…`` norm_G and OASIS do.
+    SPADE's ``spectral…`` norm_G and OASIS do.  ``modulation`` is the class of the three conditional
+    normalisations' constructor, called as ``modulation(channels, cond_channels, norm, kernel_size, hidden)`` (default
+    SPADE; SAFM's ``SAFMResnetBlock`` is this block with :class:`inverseg.nn.safm.SAFM`).
     """
 
     def __init__(self, fin: int, fout: int, cond_channels: int, norm: str = "syncbatch", spectral: bool = True,
-                 kernel_size: int = 3, hidden: int = 128):
+                 kernel_size: int = 3, hidden: int = 128, modulation: Callable[..., nn.Module] | None = None):
         super().__init__()
+        modulation = modulation or SPADE
         middle = min(fin, fout)
         self.learned_shortcut = fin != fout
-        self.norm_0 = SPADE(fin, cond_channels, norm, kernel_size, hidden)
+        self.norm_0 = modulation(fin, cond_channels, norm, kernel_size, hidden)
         self.conv_0 = spectral_norm(nn.Conv2d(fin, middle, 3, padding=1), spectral)
-        self.norm_1 = SPADE(middle, cond_channels, norm, kernel_size, hidden)
+        self.norm_1 = modulation(middle, cond_channels, norm, kernel_size, hidden)
         self.conv_1 = spectral_norm(nn.Conv2d(middle, fout, 3, padding=1), spectral)
         if self.learned_shortcut:
-            self.norm_s = SPADE(fin, cond_channels, norm, kernel_size, hidden)
+            self.norm_s = modulation(fin, cond_channels, norm, kernel_size, hidden)
             self.conv_s = spectral_norm(nn.Conv2d(fin, fout, 1, bias=False), spectral)
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
