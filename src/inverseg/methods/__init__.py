@@ -17,6 +17,7 @@ METHODS = {
     "spade": "inverseg.methods.spade:SPADE",
     "sims": "inverseg.methods.sims:SIMS",
     "oasis": "inverseg.methods.oasis:OASIS",
+    "sesame": "inverseg.methods.sesame:SESAME",
 }
 
 

@@ -43,18 +43,18 @@ class SPADEResBlock(nn.Module):
 
     The middle width is ``min(fin, fout)``.  When ``fin ≠ fout`` the shortcut is learned: SPADE → 1×1 conv without
     bias (and without activation).  ``spectral`` wraps the three convs (not the SPADE convs) in spectral norm, as
-    SPADE's ``spectral…`` norm_G and OASIS do.
+    SPADE's ``spectral…`` norm_G and OASIS do.  ``dilation`` dilates the two 3×3 convs (SESAME's semantic core).
     """
 
     def __init__(self, fin: int, fout: int, cond_channels: int, norm: str = "syncbatch", spectral: bool = True,
-                 kernel_size: int = 3, hidden: int = 128):
+                 kernel_size: int = 3, hidden: int = 128, dilation: int = 1):
         super().__init__()
         middle = min(fin, fout)
         self.learned_shortcut = fin != fout
         self.norm_0 = SPADE(fin, cond_channels, norm, kernel_size, hidden)
-        self.conv_0 = spectral_norm(nn.Conv2d(fin, middle, 3, padding=1), spectral)
+        self.conv_0 = spectral_norm(nn.Conv2d(fin, middle, 3, padding=dilation, dilation=dilation), spectral)
         self.norm_1 = SPADE(middle, cond_channels, norm, kernel_size, hidden)
-        self.conv_1 = spectral_norm(nn.Conv2d(middle, fout, 3, padding=1), spectral)
+        self.conv_1 = spectral_norm(nn.Conv2d(middle, fout, 3, padding=dilation, dilation=dilation), spectral)
         if self.learned_shortcut:
             self.norm_s = SPADE(fin, cond_channels, norm, kernel_size, hidden)
             self.conv_s = spectral_norm(nn.Conv2d(fin, fout, 1, bias=False), spectral)
