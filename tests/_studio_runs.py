@@ -1,0 +1,70 @@
+"""Shared bits of the studio tests: tiny trained runs (seconds on a CPU), a colour segmenter that reads flat-coloured
+photos exactly, and small image helpers."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from _gan_scenes import SPEC, H, W, synthetic_overrides
+from inverseg.cli.main import main
+
+# tiny widths, no VGG weights: a 2-step run trains in seconds
+SESAME_TINY = ("model.ngf=4", "model.spade_hidden=8", "masking.min_box_size=4", "masking.max_box_size=16")
+SPADE_TINY = ("model.ngf=4", "model.spade_hidden=8", "vae.nf=4", f"vae.input_size=[{H},{W}]", "vae.num_layers=5",
+              "vae.z_dim=8", "model.instance_edges=false")
+
+
+def train_tiny(run: Path, preset: str, *overrides: str, steps: int = 2) -> Path:
+    assert main(["train", "--config", preset, "--out", str(run), "--quiet", *synthetic_overrides(steps),
+                 *overrides]) == 0
+    return run
+
+
+class ColourSegmenter(nn.Module):
+    """Logits = −squared distance to each class colour (inputs in [0, 1])."""
+
+    def __init__(self, colours: torch.Tensor):
+        super().__init__()
+        self.register_buffer("colours", colours)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return -((x[:, None] - self.colours[None, :, :, None, None]) ** 2).sum(2)
+
+
+def write_colour_segmenter(folder: Path, spec=SPEC) -> Path:
+    """A TorchScript segmenter + JSON description that maps each class colour of ``spec`` to its class."""
+    folder.mkdir(parents=True, exist_ok=True)
+    colours = torch.tensor(spec.colors, dtype=torch.float32) / 255.0
+    torch.jit.script(ColourSegmenter(colours)).save(str(folder / "colour.pt"))
+    path = folder / "colour.json"
+    path.write_text(json.dumps({"model": "colour.pt", "num_outputs": spec.num_classes, "label_set": spec.name,
+                                "input": {"range": [0, 1]}}))
+    return path
+
+
+def png(image: Image.Image | np.ndarray) -> bytes:
+    if isinstance(image, np.ndarray):
+        image = Image.fromarray(image)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def index_png(ids: np.ndarray) -> bytes:
+    return png(Image.fromarray(np.asarray(ids, dtype=np.uint8), "L"))
+
+
+def colour_png(ids: np.ndarray, spec=SPEC) -> bytes:
+    return png(spec.colorize(ids))
+
+
+def decode(data: bytes) -> np.ndarray:
+    with Image.open(io.BytesIO(data)) as image:
+        return np.asarray(image.convert("RGB")).astype(np.int64)
