@@ -19,12 +19,24 @@ from inverseg.cli.main import main
 SESAME_TINY = ("model.ngf=4", "model.spade_hidden=8", "masking.min_box_size=4", "masking.max_box_size=16")
 SPADE_TINY = ("model.ngf=4", "model.spade_hidden=8", "vae.nf=4", f"vae.input_size=[{H},{W}]", "vae.num_layers=5",
               "vae.z_dim=8", "model.instance_edges=false")
+OASIS_TINY = ("model.ngf=4", "model.spade_hidden=8", "model.z_dim=8", "discriminator.channels=[8,8,16,16,16]",
+              "discriminator.last_channels=8", "model.init_gain=1.0")  # official gain 0.02: ≈ flat grey untrained
 
 
 def train_tiny(run: Path, preset: str, *overrides: str, steps: int = 2) -> Path:
-    assert main(["train", "--config", preset, "--out", str(run), "--quiet", *synthetic_overrides(steps),
-                 *overrides]) == 0
+    base = synthetic_overrides(steps)
+    if preset.startswith("oasis"):
+        base = [o for o in base if not o.startswith("discriminator.")]  # (PatchGAN keys)
+    assert main(["train", "--config", preset, "--out", str(run), "--quiet", *base, *overrides]) == 0
     return run
+
+
+def make_studio_runs(root: Path) -> dict[str, Path]:
+    """Tiny SESAME, SPADE (with VAE) and OASIS runs on the procedural scenes, and a colour segmenter."""
+    return {"sesame": train_tiny(root / "sesame", "sesame-cpu", *SESAME_TINY),
+            "spade": train_tiny(root / "spade", "spade-cpu", *SPADE_TINY, "train.sample_k=1"),
+            "oasis": train_tiny(root / "oasis", "oasis-cpu", *OASIS_TINY, "train.sample_k=1"),
+            "segmenter": write_colour_segmenter(root / "segmenter")}
 
 
 class ColourSegmenter(nn.Module):
