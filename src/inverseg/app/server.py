@@ -248,6 +248,10 @@ def create_app(models: list[StudioModel], limits: Limits | None = None) -> FastA
             return error(404, f"no static file {name!r}")
         return FileResponse(STATIC / name, headers={"Cache-Control": "no-store"})
 
+    @app.get("/api/config")
+    def config():
+        return {"title": "inverseg studio", "models": len(models)}
+
     @app.get("/api/models")
     def list_models():
         return {"models": [model.describe(limits) for model in models], "limits": {

@@ -351,9 +351,13 @@ function onPointerUp(event) {
 }
 
 // ------------------------------------------------------------------------------------------ rendering
+// body[data-idle]: "1" when the output shown is the render of the current layout and nothing is pending
+function setIdle(idle) { document.body.dataset.idle = idle ? "1" : "0"; }
+
 function scheduleRender(delay = DEBOUNCE_MS) {
+  setIdle(false);
   clearTimeout(state.timer);
-  state.timer = setTimeout(() => render().catch((error) => say(error.message, true)), delay);
+  state.timer = setTimeout(() => { state.timer = null; render().catch((error) => say(error.message, true)); }, delay);
 }
 
 async function render() {
@@ -391,7 +395,7 @@ async function render() {
     response = await api(path, { method: "POST", body: form, signal: controller.signal });
   } catch (error) {
     if (error.name === "AbortError" || error.status === 409) return;  // superseded by a newer render
-    if (seq === state.seq) { $("busy").hidden = true; say(`Render failed: ${error.message}`, true); }
+    if (seq === state.seq) { $("busy").hidden = true; say(`Render failed: ${error.message}`, true); setIdle(true); }
     return;
   }
   const images = state.photo ? [await response.blob()] : (await response.json());
@@ -401,6 +405,7 @@ async function render() {
   state.renders += 1;
   document.body.dataset.renders = String(state.renders);
   say("");
+  if (state.timer === null) setIdle(true);
 }
 
 function showOutputs(result) {
