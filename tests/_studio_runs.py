@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from torch import nn
 
 from _gan_scenes import SPEC, H, W, synthetic_overrides
 from inverseg.cli.main import main
+from test_eval_segmenter import ColourSegmenter  # logits = −distance to each class colour
 
 # tiny widths, no VGG weights: a 2-step run trains in seconds
 SESAME_TINY = ("model.ngf=4", "model.spade_hidden=8", "masking.min_box_size=4", "masking.max_box_size=16")
@@ -37,17 +37,6 @@ def make_studio_runs(root: Path) -> dict[str, Path]:
             "spade": train_tiny(root / "spade", "spade-cpu", *SPADE_TINY, "train.sample_k=1"),
             "oasis": train_tiny(root / "oasis", "oasis-cpu", *OASIS_TINY, "train.sample_k=1"),
             "segmenter": write_colour_segmenter(root / "segmenter")}
-
-
-class ColourSegmenter(nn.Module):
-    """Logits = −squared distance to each class colour (inputs in [0, 1])."""
-
-    def __init__(self, colours: torch.Tensor):
-        super().__init__()
-        self.register_buffer("colours", colours)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return -((x[:, None] - self.colours[None, :, :, None, None]) ** 2).sum(2)
 
 
 def write_colour_segmenter(folder: Path, spec=SPEC) -> Path:

@@ -33,8 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..nn.discriminator import PatchDiscriminator
-from ..nn.layers import check_divisible, downsample_avg
+from ..nn.discriminator import MultiScaleDiscriminator, PatchDiscriminator
+from ..nn.layers import check_divisible
 from ..nn.spade import SPADEResBlock
 
 
@@ -131,21 +131,13 @@ class SesamePatchDiscriminator(nn.Module):
         return outputs
 
 
-class SesameDiscriminator(nn.Module):
-    """``num_scales`` two-stream PatchGANs, full resolution first (as ``MultiScaleDiscriminator``)."""
+class SesameDiscriminator(MultiScaleDiscriminator):
+    """``num_scales`` two-stream PatchGANs, full resolution first (``MultiScaleDiscriminator.forward``)."""
 
     def __init__(self, semantic_channels: int, num_scales: int = 2, ndf: int = 64, num_layers: int = 4,
                  norm: str = "instance", spectral: bool = True):
-        super().__init__()
+        nn.Module.__init__(self)
         if num_scales < 1:
             raise ValueError(f"num_scales must be ≥ 1, got {num_scales}")
         self.scales = nn.ModuleList(SesamePatchDiscriminator(semantic_channels, ndf, num_layers, norm, spectral)
                                     for _ in range(num_scales))
-
-    def forward(self, x: torch.Tensor) -> list[list[torch.Tensor]]:
-        results = []
-        for index, discriminator in enumerate(self.scales):
-            if index:
-                x = downsample_avg(x)
-            results.append(discriminator(x))
-        return results
