@@ -171,7 +171,7 @@ def test_screenshot_for_the_docs(browser, tmp_path):
 
     with uvicorn_thread(create_app(load_models([run], None, os.environ.get("INVERSEG_STUDIO_SEGMENTER"),
                                                "cpu"))) as url:
-        page = browser.new_page(viewport={"width": 1280, "height": 720})
+        page = browser.new_page(viewport={"width": 1100, "height": 860})
         page.goto(url)
         page.wait_for_function("document.body.dataset.ready === '1'")
         height, width = page.evaluate("[window.studio.height, window.studio.width]")
@@ -187,4 +187,4 @@ def test_screenshot_for_the_docs(browser, tmp_path):
         wait_render(page, count + 1)
         page.screenshot(path=shot)
         Image.open(shot).convert("RGB").quantize(colors=255).save(shot, optimize=True)
-        assert Image.open(shot).size == (1280, 720) and height * width > 0
+        assert Image.open(shot).size == (1100, 860) and height * width > 0
