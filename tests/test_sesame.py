@@ -15,7 +15,7 @@ from inverseg.cli.main import main
 from inverseg.data import edit_regions
 from inverseg.data.edit_regions import RegionRule
 from inverseg.data.synthetic import SyntheticStreets
-from inverseg.labels import LabelSpec, get_scheme
+from inverseg.labels import LabelError, LabelSpec, get_scheme
 from inverseg.models.sesame import SesameDiscriminator, SesameGenerator
 from inverseg.nn import count_parameters
 from inverseg.pipeline import Pipeline
@@ -288,4 +288,6 @@ def test_colour_layouts_may_use_the_void_colour():
     pipe.spec = spec
     rgb = np.zeros((2, 3, 3), np.uint8)
     rgb[0, 0] = (200, 0, 0)
-    assert pipe.read_label(rgb).tolist() == [[0, 255, 255], [255, 255, 255]]
+    assert pipe.read_label(rgb, void_colour=True).tolist() == [[0, 255, 255], [255, 255, 255]]
+    with pytest.raises(LabelError, match=r"colours \(0,0,0\) \(5 px\)"):
+        pipe.read_label(rgb)  # by default a colour file must use class colours only

@@ -1,7 +1,7 @@
 """Inference: ``Pipeline.from_pretrained(run_or_checkpoint)`` then ``pipe(label)`` → list of PIL images.
 
-``label`` may be a path to an index PNG, a colour-coded PNG (decoded with the run's palette; the void colour
-means void), a numpy array or a tensor of ids.  Values outside the model's classes are the one-line LabelError,
+``label`` may be a path to an index PNG, a colour-coded PNG (decoded with the run's palette; with
+``void_colour=True`` the void colour means void, as the studio's canvas sends it), a numpy array or a tensor of ids.  Values outside the model's classes are the one-line LabelError,
 never a silent clamp.  The label is resized (nearest) to the model's resolution; ``size="input"`` resizes the
 outputs back.
 
@@ -59,23 +59,24 @@ class Pipeline:
         return cls(method, spec, tuple(state["image_size"]), config, source=str(checkpoint))
 
     # ------------------------------------------------------------------ label input
-    def read_label(self, label: LabelInput, source: str = "label") -> torch.Tensor:
+    def read_label(self, label: LabelInput, source: str = "label", void_colour: bool = False) -> torch.Tensor:
         """Any supported label input → (H,W) int64 ids, validated against the model's classes."""
+        palette = self.colour_palette() if void_colour else self.spec.palette()
         if isinstance(label, (str, Path)):
             path = Path(label)
             if not path.is_file():
                 raise FileNotFoundError(f"{path}: label file not found")
             with Image.open(path) as image:
                 image.load()
-                return self.read_label(image, source=str(path))
+                return self.read_label(image, source=str(path), void_colour=void_colour)
         if isinstance(label, Image.Image):
             if label.mode in ("RGB", "RGBA"):
-                ids = self.colour_palette().decode(np.asarray(label.convert("RGB")), source=source)
+                ids = palette.decode(np.asarray(label.convert("RGB")), source=source)
                 return torch.from_numpy(ids)
             return self.read_label(np.asarray(label), source)
         if isinstance(label, np.ndarray):
             if label.ndim == 3 and label.shape[2] in (3, 4):
-                ids = self.colour_palette().decode(label[..., :3].astype(np.uint8), source=source)
+                ids = palette.decode(label[..., :3].astype(np.uint8), source=source)
                 return torch.from_numpy(ids)
             label = torch.from_numpy(label.astype(np.int64))
         if not isinstance(label, torch.Tensor):

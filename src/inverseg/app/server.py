@@ -333,7 +333,7 @@ def create_app(models: list[StudioModel], limits: Limits | None = None) -> FastA
 
     def label_ids(model: StudioModel, image: Image.Image, source: str = "label") -> torch.Tensor:
         try:
-            return model.pipe.to_model_size(model.pipe.read_label(image, source=source))
+            return model.pipe.to_model_size(model.pipe.read_label(image, source=source, void_colour=True))
         except LabelError as problem:
             raise Refused(400, str(problem)) from None
 
