@@ -26,6 +26,19 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+@pytest.fixture(scope="session")
+def studio_runs(tmp_path_factory) -> dict[str, Path]:
+    """Tiny trained runs (SESAME, SPADE with VAE, OASIS) and a colour segmenter, shared by the studio tests."""
+    from _studio_runs import make_studio_runs
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return make_studio_runs(tmp_path_factory.mktemp("studio-runs"))
+    finally:
+        torch.set_num_threads(threads)
+
+
 @pytest.fixture()
 def one_thread():
     """Tiny networks and tensors: one intra-op thread is as fast on an idle CPU and 10–15× faster on a busy one

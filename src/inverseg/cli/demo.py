@@ -76,4 +76,6 @@ def run(args: argparse.Namespace) -> int:
                       f"Columns: coloured label | output | reference.", [("gallery", "gallery.png")])
     print(f"done. Open {page.resolve()} in a browser "
           f"(training samples over time: {(run_dir / 'samples' / 'index.html').resolve()})")
+    print(f"Paint your own layouts with this run in the studio: inverseg serve --checkpoint {run_dir}  "
+          f"(then open http://127.0.0.1:8000/)")
     return 0

@@ -14,7 +14,8 @@ import sys
 
 from ..errors import InversegError
 
-COMMAND_MODULES = ("data", "weights", "train", "synthesize", "demo", "study", "bank", "evaluator", "evaluate", "compare")
+COMMAND_MODULES = ("data", "weights", "train", "synthesize", "edit", "serve", "demo", "study", "bank", "evaluator",
+                   "evaluate", "compare")
 
 
 class UserError(InversegError, RuntimeError):

@@ -18,6 +18,7 @@ METHODS = {
     "sims": "inverseg.methods.sims:SIMS",
     "oasis": "inverseg.methods.oasis:OASIS",
     "safm": "inverseg.methods.safm:SAFM",
+    "sesame": "inverseg.methods.sesame:SESAME",
 }
 
 

@@ -14,7 +14,8 @@ same as treating void as one more class).
 Appearance control (§3.4): after training, E encodes every training image, keeps one feature per instance with
 an area above ``features.min_area`` of the image (official: > 0.5·H·W/32), and k-means (k = 10) clusters them per
 class.  At test time each instance takes a random cluster centre (``pipe(label, seed=…)``), or cluster ``style``
-for every instance (``pipe(label, style=3)``), or the features of an aligned photo (``style_image``, the
+for every instance (``pipe(label, style=3)``) or per class (``style={"car": 3, 8: 1}``; the other classes
+random), or the features of an aligned photo (``style_image``, the
 official ``--use_encoded_image``).  The clusters are refitted whenever a checkpoint is saved
 (``features.cluster_at: checkpoint``; the official ``encode_features.py`` is a separate run) or on demand with
 :meth:`Pix2PixHD.fit_clusters`.
@@ -148,6 +149,28 @@ class Pix2PixHD(GANMethod):
                                                        mode="nearest")[:, 0].long()
         return segment_index(instance.expand_as(label), label)
 
+    def _cluster_index(self, value) -> int:
+        if isinstance(value, bool) or not hasattr(value, "__index__"):
+            raise TypeError(f"style must be a cluster index (int) or a mapping class → cluster, got {value!r}")
+        value = operator.index(value)
+        if not 0 <= value < self.settings.features.n_clusters:
+            raise ValueError(f"style must be a cluster index 0–{self.settings.features.n_clusters - 1}, got {value}")
+        return value
+
+    def _segment_styles(self, styles: dict, rows: torch.Tensor) -> torch.Tensor:
+        """{class id or name: cluster} → one cluster per segment (−1: random) for ``FeatureClusters.choose``."""
+        per_row = torch.full((self.spec.num_classes + 1,), -1, dtype=torch.long)
+        for key, cluster in styles.items():
+            if isinstance(key, str) and not key.lstrip("-").isdigit():
+                if key not in self.spec.class_names:
+                    raise ValueError(f"style: no class named {key!r}; classes: {', '.join(self.spec.class_names)}")
+                key = self.spec.class_names.index(key)
+            class_id = int(key)
+            if not 0 <= class_id < self.spec.num_classes:
+                raise ValueError(f"style: class {class_id} is not one of 0–{self.spec.num_classes - 1}")
+            per_row[class_id] = self._cluster_index(cluster)
+        return per_row.to(rows.device)[rows]
+
     def cluster_row(self, classes: torch.Tensor) -> torch.Tensor:
         """Class ids → rows of the cluster table; void (and anything outside the classes) → the last row."""
         valid = (classes >= 0) & (classes < self.spec.num_classes)
@@ -253,8 +276,9 @@ class Pix2PixHD(GANMethod):
     def sample(self, label: torch.Tensor, k: int = 1, generator: torch.Generator | None = None,
                style: int | None = None, style_image: torch.Tensor | None = None,
                instance: torch.Tensor | None = None, **unknown) -> torch.Tensor:
-        """(B,H,W) ids → (B,k,3,H,W).  ``style``: a cluster index for every instance; ``style_image``: encode this
-        photo (aligned with the label); neither: a random cluster per instance (drawn from ``generator``)."""
+        """(B,H,W) ids → (B,k,3,H,W).  ``style``: a cluster index for every instance, or a mapping class (id or
+        name) → cluster index (other classes random); ``style_image``: encode this photo (aligned with the label);
+        neither: a random cluster per instance (drawn from ``generator``)."""
         if unknown:
             raise TypeError(f"pix2pixHD takes style=CLUSTER, style_image=IMAGE or instance=MAP; "
                             f"got {', '.join(unknown)}")
@@ -268,15 +292,10 @@ class Pix2PixHD(GANMethod):
                 raise ValueError("this pix2pixHD is deterministic (features.enabled=false): ask for k=1, or train "
                                  "with features.enabled=true for k different appearances")
             return net(layout).clamp(-1.0, 1.0)[:, None]
-        if style is not None:
-            if isinstance(style, bool) or not hasattr(style, "__index__"):
-                raise TypeError(f"style must be a cluster index (int), got {style!r}")
-            style = operator.index(style)
-            if not 0 <= style < self.settings.features.n_clusters:
-                raise ValueError(f"style must be a cluster index 0–{self.settings.features.n_clusters - 1}, "
-                                 f"got {style}")
         index, keys = self.segments(label, instance)
         rows = self.cluster_row(keys[:, 2])
+        if style is not None:
+            style = self._segment_styles(style, rows) if isinstance(style, dict) else self._cluster_index(style)
         outputs = []
         for _ in range(k):
             if style_image is not None:

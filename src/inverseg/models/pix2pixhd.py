@@ -214,15 +214,18 @@ class FeatureClusters(nn.Module):
             found[class_id] = len(centres)
         return found
 
-    def choose(self, classes: torch.Tensor, style: int | None = None, generator: torch.Generator | None = None
-               ) -> torch.Tensor:
+    def choose(self, classes: torch.Tensor, style: int | torch.Tensor | None = None,
+               generator: torch.Generator | None = None) -> torch.Tensor:
         """One centre per segment of class ``classes[s]``: cluster ``style`` (mod the class's count) or a random one
-        (official ``sample_features``: ``np.random.randint`` per instance).  (S,) → (S, feat_num)."""
+        (official ``sample_features``: ``np.random.randint`` per instance).  ``style`` may also be one cluster per
+        segment, −1 meaning random.  (S,) → (S, feat_num)."""
         counts = self.counts[classes]
+        draw = torch.rand(len(classes), generator=generator).to(counts.device)
+        random_choice = (draw * counts).long().clamp(max=self.centers.shape[1] - 1)
         if style is None:
-            draw = torch.rand(len(classes), generator=generator).to(counts.device)
-            choice = (draw * counts).long().clamp(max=self.centers.shape[1] - 1)
+            choice = random_choice
         else:
-            choice = torch.remainder(torch.full_like(counts, int(style)), counts.clamp(min=1))
+            wanted = torch.as_tensor(style, device=counts.device).long().expand_as(counts)
+            choice = torch.where(wanted >= 0, torch.remainder(wanted, counts.clamp(min=1)), random_choice)
         features = self.centers[classes, choice]
         return torch.where((counts > 0).unsqueeze(1), features, torch.zeros_like(features))

@@ -48,19 +48,21 @@ class SPADEResBlock(nn.Module):
     bias (and without activation).  ``spectral`` wraps the three convs (not the SPADE convs) in spectral norm, as
     SPADE's ``spectral…`` norm_G and OASIS do.  ``modulation`` is the class of the three conditional
     normalisations' constructor, called as ``modulation(channels, cond_channels, norm, kernel_size, hidden)`` (default
-    SPADE; SAFM's ``SAFMResnetBlock`` is this block with :class:`inverseg.nn.safm.SAFM`).
+    SPADE; SAFM's ``SAFMResnetBlock`` is this block with :class:`inverseg.nn.safm.SAFM`).  ``dilation`` dilates the
+    two 3×3 convs (SESAME's semantic core).
     """
 
     def __init__(self, fin: int, fout: int, cond_channels: int, norm: str = "syncbatch", spectral: bool = True,
-                 kernel_size: int = 3, hidden: int = 128, modulation: Callable[..., nn.Module] | None = None):
+                 kernel_size: int = 3, hidden: int = 128, modulation: Callable[..., nn.Module] | None = None,
+                 dilation: int = 1):
         super().__init__()
         modulation = modulation or SPADE
         middle = min(fin, fout)
         self.learned_shortcut = fin != fout
         self.norm_0 = modulation(fin, cond_channels, norm, kernel_size, hidden)
-        self.conv_0 = spectral_norm(nn.Conv2d(fin, middle, 3, padding=1), spectral)
+        self.conv_0 = spectral_norm(nn.Conv2d(fin, middle, 3, padding=dilation, dilation=dilation), spectral)
         self.norm_1 = modulation(middle, cond_channels, norm, kernel_size, hidden)
-        self.conv_1 = spectral_norm(nn.Conv2d(middle, fout, 3, padding=1), spectral)
+        self.conv_1 = spectral_norm(nn.Conv2d(middle, fout, 3, padding=dilation, dilation=dilation), spectral)
         if self.learned_shortcut:
             self.norm_s = modulation(fin, cond_channels, norm, kernel_size, hidden)
             self.conv_s = spectral_norm(nn.Conv2d(fin, fout, 1, bias=False), spectral)

@@ -1,0 +1,1 @@
+"""The studio: a local web app to paint layouts into photos and to edit photos by their layout (``inverseg serve``)."""
