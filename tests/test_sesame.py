@@ -275,10 +275,10 @@ def test_edit_cli_refuses_a_synthesis_run_and_a_missing_segmenter(tmp_path, caps
     Image.fromarray(SPEC.colorize(label)).save(tmp_path / "p.png")
     args = ["edit", "--image", str(tmp_path / "p.png"), "--layout", str(tmp_path / "l.png"), "--out",
             str(tmp_path / "o.png")]
-    assert main(["edit", "--checkpoint", str(run), *args[1:]]) == 1
+    assert main(["edit", "--checkpoint", str(run), *args[1:]]) == 2
     assert "synthesizes from layouts only" in capsys.readouterr().err
     sesame = train_tiny(tmp_path / "sesame", "sesame-cpu", *SESAME_TINY, steps=1)
-    assert main(["edit", "--checkpoint", str(sesame), *args[1:]]) == 1
+    assert main(["edit", "--checkpoint", str(sesame), *args[1:]]) == 2
     assert "no segmenter for label set 'camvid' at 32x64" in capsys.readouterr().err
 
 

@@ -242,9 +242,9 @@ def test_serve_command_binds_loopback_and_warns_for_other_hosts(studio_runs, mon
     assert main(["serve", "--checkpoint", run, "--host", "0.0.0.0", "--port", "8124"]) == 0
     captured = capsys.readouterr()
     assert served[-1] == ("0.0.0.0", 8124) and "warning: listening on 0.0.0.0" in captured.err
-    assert main(["serve", "--checkpoint", run, "--checkpoint", run]) == 1
+    assert main(["serve", "--checkpoint", run, "--checkpoint", run]) == 2
     assert "two runs are named 'sesame'" in capsys.readouterr().err
-    assert main(["serve", "--checkpoint", str(studio_runs["segmenter"].parent)]) == 1
+    assert main(["serve", "--checkpoint", str(studio_runs["segmenter"].parent)]) == 2
     assert "not a run or checkpoint directory" in capsys.readouterr().err
 
 

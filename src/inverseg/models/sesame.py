@@ -87,7 +87,8 @@ class SesameGenerator(nn.Module):
                                            for index in range(n_resnet_blocks)))
 
         def spade_block(fin: int, fout: int, dilation: int = 1) -> SPADEResBlock:
-            return SPADEResBlock(fin, fout, semantic_channels, norm, spectral, spade_kernel, spade_hidden, dilation)
+            return SPADEResBlock(fin, fout, semantic_channels, norm, spectral, spade_kernel, spade_hidden,
+                                 dilation=dilation)
 
         self.spade_core = nn.ModuleList(spade_block(width, width, 2 if index < n_spade_blocks - 1 else 1)
                                         for index in range(n_spade_blocks))
