@@ -232,7 +232,7 @@ def test_a_queued_request_is_dropped_when_a_newer_one_arrives():
 
 def test_serve_command_binds_loopback_and_warns_for_other_hosts(studio_runs, monkeypatch, capsys):
     served = []
-    monkeypatch.setattr("inverseg.app.server.serve", lambda app, host, port: served.append((host, port)))
+    monkeypatch.setattr("inverseg.utils.web.serve", lambda app, host, port: served.append((host, port)))
     monkeypatch.setattr("inverseg.cli.study._check_port", lambda host, port: None)
     run = str(studio_runs["sesame"])
     assert main(["serve", "--checkpoint", run, "--port", "8123"]) == 0

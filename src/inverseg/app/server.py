@@ -34,14 +34,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, Response
 from PIL import Image, UnidentifiedImageError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..labels import LabelError
+from ..utils.web import error, json_api
 
 STATIC = Path(__file__).resolve().parent / "static"
 
@@ -61,10 +60,6 @@ class Refused(Exception):
     def __init__(self, status: int, message: str):
         super().__init__(message)
         self.status = status
-
-
-def error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
 
 
 # --------------------------------------------------------------------------------------------- one loaded run
@@ -224,15 +219,7 @@ def create_app(models: list[StudioModel], limits: Limits | None = None) -> FastA
     by_name = {model.name: model for model in models}
     if len(by_name) != len(models):
         raise ValueError("two runs share a name")
-    app = FastAPI(title="inverseg studio", docs_url=None, redoc_url=None, openapi_url=None)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException):
-        return error(exc.status_code, str(exc.detail))
-
-    @app.exception_handler(RequestValidationError)
-    async def validation_error(request: Request, exc: RequestValidationError):
-        return error(400, "malformed request")
+    app = json_api("inverseg studio")
 
     @app.exception_handler(Refused)
     async def refused(request: Request, exc: Refused):
@@ -453,10 +440,3 @@ def create_app(models: list[StudioModel], limits: Limits | None = None) -> FastA
         return layout_response(chosen, ids, format)
 
     return app
-
-
-def serve(app: FastAPI, host: str = "127.0.0.1", port: int = 8000) -> None:
-    """Run the app with uvicorn until interrupted."""
-    import uvicorn
-
-    uvicorn.run(app, host=host, port=port, log_level="warning")

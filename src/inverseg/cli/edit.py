@@ -6,7 +6,6 @@ from pathlib import Path
 
 from ..eval.segmenter import SegmenterError
 from ..pipeline import Pipeline
-from ..train.checkpoint import CheckpointError
 from .main import UserError, add_command
 
 
@@ -40,10 +39,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    try:
-        pipe = Pipeline.from_pretrained(args.checkpoint, device=args.device)
-    except CheckpointError as error:
-        raise UserError(str(error)) from None
+    pipe = Pipeline.from_pretrained(args.checkpoint, device=args.device)  # a CheckpointError is one line already
     if not pipe.edits_photos:
         raise UserError(f"{args.checkpoint}: a {pipe.method.name} run synthesizes from layouts only; editing a photo "
                         f"needs a sesame run (inverseg train --config sesame-camvid-cpu …)")

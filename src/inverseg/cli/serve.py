@@ -65,7 +65,8 @@ def load_models(checkpoints: list[str], names: list[str] | None, segmenter: str 
 
 def run(args) -> int:
     try:
-        from ..app.server import Limits, create_app, serve
+        from ..app.server import Limits, create_app
+        from ..utils.web import serve
     except ImportError as missing:
         raise UserError(f"{missing.name} is not installed; fix: pip install 'inverseg[web]'") from None
     from .study import _check_port

@@ -59,7 +59,8 @@ def register(subparsers) -> None:
 
 def run_serve(args) -> int:
     try:
-        from ..eval.study.server import create_app, serve
+        from ..eval.study.server import create_app
+        from ..utils.web import serve
     except ImportError as missing:
         raise UserError(f"{missing.name} is not installed; fix: pip install 'inverseg[web]'") from None
     from ..eval.study.sources import match, open_source

@@ -9,7 +9,6 @@ from tqdm import tqdm
 
 from ..data.base import list_files
 from ..pipeline import Pipeline
-from ..train.checkpoint import CheckpointError
 from .main import UserError, add_command
 
 
@@ -35,10 +34,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    try:
-        pipe = Pipeline.from_pretrained(args.checkpoint, device=args.device)
-    except CheckpointError as error:
-        raise UserError(str(error)) from None
+    pipe = Pipeline.from_pretrained(args.checkpoint, device=args.device)  # a CheckpointError is one line already
     source = Path(args.labels)
     if source.is_dir():
         files = list_files(source, (".png", ".bmp", ".tif", ".tiff"))

@@ -16,21 +16,16 @@ import secrets
 from pathlib import Path
 
 from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse
 from starlette.concurrency import run_in_threadpool
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .store import StudyError, StudyStore, summarize
+from ...utils.web import error, json_api
 
 STATIC = Path(__file__).resolve().parent / "static"
 RATER_PATTERN = re.compile(r"[A-Za-z0-9_.@-]{1,64}")
 MAX_MS = 24 * 3600 * 1000  # a response time above a day is a broken client, not a rater
 MAX_BODY = 4096
-
-
-def error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
 
 
 async def read_limited(request: Request, limit: int) -> bytes | None:
@@ -60,16 +55,8 @@ def create_app(store: StudyStore, pair_ids: list[int], time_limit: float | None 
         raise ValueError(f"time_limit must be a positive number of seconds, got {time_limit}")
     rng = rng or random.SystemRandom()
     active = set(pair_ids)
-    app = FastAPI(title="inverseg preference study", docs_url=None, redoc_url=None, openapi_url=None)
+    app = json_api("inverseg preference study")
     app.state.admin_token = admin_token or secrets.token_urlsafe(16)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException):
-        return error(exc.status_code, str(exc.detail))
-
-    @app.exception_handler(RequestValidationError)
-    async def validation_error(request: Request, exc: RequestValidationError):
-        return error(400, "malformed request")
 
     @app.get("/", include_in_schema=False)
     def index():
@@ -155,10 +142,3 @@ def create_app(store: StudyStore, pair_ids: list[int], time_limit: float | None 
         return summarize(store)
 
     return app
-
-
-def serve(app: FastAPI, host: str = "127.0.0.1", port: int = 8000) -> None:
-    """Run the app with uvicorn until interrupted."""
-    import uvicorn
-
-    uvicorn.run(app, host=host, port=port, log_level="warning")
