@@ -54,7 +54,8 @@ class TrainConfig:
     deterministic: bool = False  # torch.use_deterministic_algorithms: exact resume, slower on GPUs
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     # torch intra-op threads: auto = the cores other processes leave free, re-checked every 30 s (utils/threads.py;
-    # oversubscribed OpenMP threads spin and stall), N = fixed, None = torch's default (all cores)
+    # oversubscribed OpenMP threads spin and stall; with deterministic: true, auto = all usable cores, fixed, because
+    # results depend on the thread count), N = fixed, None = torch's default (all cores)
     threads: int | str | None = "auto"
     num_workers: int = 0  # DataLoader workers (0: load in the main process)
     checkpoint_every: int = 500

@@ -29,7 +29,7 @@ from ..data import open_dataset
 from ..methods import get_method
 from ..utils.images import to_uint8
 from ..utils.io import atomic_write_text
-from ..utils.threads import auto_threads
+from ..utils.threads import auto_threads, available_cores
 from . import checkpoint as ckpt
 from .control import Budget, NonFiniteTraining, StopSignals, TrainingProgress
 from .gallery import sample_grid, write_gallery
@@ -64,6 +64,10 @@ class Trainer:
         train = config.train
         if isinstance(train.threads, int):
             torch.set_num_threads(train.threads)
+        elif train.threads == "auto" and train.deterministic:
+            # results depend on the thread count (the order of float reductions): a deterministic run keeps one
+            # count, the cores it may use, and does not adapt to the load
+            torch.set_num_threads(available_cores())
         self.next_thread_check = 0.0  # train.threads: auto → set before the first step, then every 30 s
         if train.deterministic:
             torch.use_deterministic_algorithms(True)
@@ -278,7 +282,8 @@ class Trainer:
 
     def _adapt_threads(self) -> None:
         """``train.threads: auto``: re-count the free cores every 30 s (the load changes during a long run)."""
-        if self.config.train.threads != "auto" or time.monotonic() < self.next_thread_check:
+        train = self.config.train
+        if train.threads != "auto" or train.deterministic or time.monotonic() < self.next_thread_check:
             return
         self.next_thread_check = time.monotonic() + 30
         threads = auto_threads(own_threads=torch.get_num_threads() if self.step else 0)
