@@ -72,6 +72,11 @@ class TrainConfig:
     nonfinite_patience: int = 10
     nonfinite_lr_factor: float = 0.5
     nonfinite_max_rollbacks: int = 3
+    # under torchrun (train/distributed.py): batch norm synchronised across the processes (SPADE and OASIS train
+    # with synchronised batch norm officially; torch's SyncBatchNorm needs CUDA, so CPU runs say so and keep
+    # per-process statistics), and how long a rank waits for the others before the job ends with an error
+    sync_batchnorm: bool = True
+    distributed_timeout_minutes: float = 10.0
 
     def __post_init__(self) -> None:
         if isinstance(self.threads, str) and self.threads != "auto":

@@ -35,6 +35,7 @@ class Method(nn.Module):
         self.is_training_setup = training
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.frozen: list[nn.Parameter] = []  # parameters no optimiser may change (--freeze-loaded)
+        self.gradient_sync = None  # set by the Trainer under torchrun: averages gradients across the ranks
 
     @classmethod
     def check_config(cls, run: Any) -> list[str]:
@@ -60,12 +61,18 @@ class Method(nn.Module):
         """
         optimizer = self.optimizers[name]
         optimizer.zero_grad(set_to_none=True)
-        if not bool(torch.isfinite(loss.detach()).all()):
+        finite = bool(torch.isfinite(loss.detach()).all())
+        sync = self.gradient_sync  # under torchrun: every rank skips or steps together (train/distributed.py)
+        if not (sync.all_true(finite) if sync else finite):
             self._nonfinite = True
             return
         loss.backward()
         for parameter in self.frozen:  # a method's own requires_grad toggling (e.g. of D) may revive them
             parameter.grad = None  # Adam skips parameters without a gradient: no update, no moment change
+        if sync:
+            frozen = {id(p) for p in self.frozen}
+            sync.average_gradients([p for group in optimizer.param_groups for p in group["params"]
+                                    if p.requires_grad and id(p) not in frozen])
         gradients = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
         if gradients and not bool(torch.isfinite(torch.nn.utils.get_total_norm(gradients))):
             optimizer.zero_grad(set_to_none=True)

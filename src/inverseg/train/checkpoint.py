@@ -74,6 +74,11 @@ def unflatten_optimizers(optimizers: dict[str, torch.optim.Optimizer], tensors: 
         optimizer.load_state_dict({"state": state, "param_groups": info[name]["param_groups"]})
 
 
+def checkpoint_path(run_dir: Path, step: int) -> Path:
+    """Where the checkpoint of ``step`` lives (a folder of weights, optimiser state and state.json)."""
+    return Path(run_dir) / "checkpoints" / f"step_{step:07d}"
+
+
 def save_checkpoint(
     run_dir: Path,
     step: int,
@@ -82,9 +87,9 @@ def save_checkpoint(
     state: dict,
     keep: int = 2,
 ) -> Path:
-    checkpoints = run_dir / "checkpoints"
+    final = checkpoint_path(run_dir, step)
+    checkpoints = final.parent
     checkpoints.mkdir(parents=True, exist_ok=True)
-    final = checkpoints / f"step_{step:07d}"
     temporary = checkpoints / f".step_{step:07d}.partial"
     if temporary.exists():
         shutil.rmtree(temporary)

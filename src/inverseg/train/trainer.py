@@ -32,6 +32,7 @@ from ..utils.io import atomic_write_text
 from ..utils.threads import auto_threads, available_cores
 from . import checkpoint as ckpt
 from .control import Budget, NonFiniteTraining, StopSignals, TrainingProgress
+from .distributed import Distributed, shard_batches, sync_batchnorm_note
 from .gallery import sample_grid, write_gallery
 from .init_from import initialise_from, restore_freezing
 
@@ -60,19 +61,20 @@ class Trainer:
     def __init__(self, config: RunConfig, run_dir: str | Path, resume: bool = False, show_progress: bool = True):
         self.config = config
         self.run_dir = Path(run_dir)
-        self.show_progress = show_progress
         train = config.train
+        self.dist = Distributed.from_environment()  # rank 0 of 1 unless started by torchrun
+        self.show_progress = show_progress and self.dist.is_main
         if isinstance(train.threads, int):
             torch.set_num_threads(train.threads)
-        elif train.threads == "auto" and train.deterministic:
+        elif train.threads == "auto" and (train.deterministic or self.dist.enabled):
             # results depend on the thread count (the order of float reductions): a deterministic run keeps one
-            # count, the cores it may use, and does not adapt to the load
-            torch.set_num_threads(available_cores())
+            # count, the cores it may use, and does not adapt to the load; the ranks of one machine share its cores
+            torch.set_num_threads(max(1, available_cores() // self.dist.local_world_size))
         self.next_thread_check = 0.0  # train.threads: auto → set before the first step, then every 30 s
         if train.deterministic:
             torch.use_deterministic_algorithms(True)
         torch.manual_seed(train.seed)
-        self.device = pick_device(train.device)
+        self.device = self.dist.start(pick_device(train.device), train.distributed_timeout_minutes)
 
         self.dataset = open_dataset(config.data, split=config.data.split, augment=True)
         self.spec = self.dataset.spec
@@ -81,6 +83,9 @@ class Trainer:
         method_class = get_method(config.method)
         self.method = method_class(config.settings, self.spec, tuple(config.data.size), training=True)
         self.method.to(self.device)
+        if self.dist.enabled and train.sync_batchnorm and self.device.type == "cuda":
+            torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.method)
+        self.method.gradient_sync = self.dist if self.dist.enabled else None
         for optimizer in self.method.optimizers.values():
             for group in optimizer.param_groups:
                 group.setdefault("initial_lr", group["lr"])
@@ -98,14 +103,16 @@ class Trainer:
         self.lr_factor = 1.0  # lowered by each NaN rollback; kept in checkpoints
         if resume:
             self._restore()
-        else:
+        elif self.dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_text(self.run_dir / "config.yaml", config.to_yaml())
+        self._start_ranks(resume)
         self.loss_log = self.run_dir / "logs" / "losses.jsonl"
-        self.loss_log.parent.mkdir(parents=True, exist_ok=True)
-        if resume:
-            self._truncate_loss_log()
-        self.writer = self._tensorboard()
+        if self.dist.is_main:
+            self.loss_log.parent.mkdir(parents=True, exist_ok=True)
+            if resume:
+                self._truncate_loss_log()
+        self.writer = self._tensorboard() if self.dist.is_main else None
 
     # ------------------------------------------------------------------ construction helpers
     @classmethod
@@ -138,7 +145,27 @@ class Trainer:
         self.cpu_seconds_before = float(state.get("cpu_seconds", 0.0))
         self.lr_factor = float(state.get("lr_factor", 1.0))
         self.bad_steps = int(state.get("bad_steps", 0))
+        self.resumed_world_size = int(state.get("world_size", 1))
         self._say(f"resuming {self.run_dir} from {checkpoint.name} (step {self.step}, the newest complete checkpoint)")
+
+    def _start_ranks(self, resumed: bool) -> None:
+        """Under torchrun: every rank starts from rank 0's weights and draws its own random numbers."""
+        world = self.dist.world_size
+        self.global_batch = self.config.train.batch_size * world
+        if resumed and self.resumed_world_size != world:
+            self._say(f"note: the run trained with {self.resumed_world_size} process(es) and continues with {world}: "
+                      f"the data position is re-derived from step {self.step} (global batch "
+                      f"{self.global_batch}), so the order differs from an uninterrupted run")
+        if not self.dist.enabled:
+            return
+        self.dist.broadcast_state(self.method)
+        if not self.dist.is_main:  # rank 0 keeps the (restored) stream of a single-process run
+            torch.manual_seed(self.config.train.seed + 1_000_003 * self.dist.rank + self.step)
+        self._say(f"distributed: {world} processes ({torch.distributed.get_backend()}), "
+                  f"batch {self.config.train.batch_size} per process, global batch {self.global_batch}")
+        note = sync_batchnorm_note(self.device, world, self.config.train.sync_batchnorm)
+        if note and any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in self.method.modules()):
+            self._say(f"note: {note}")
 
     def _truncate_loss_log(self) -> None:
         """Drop log lines written after the checkpoint we resume from (work lost by a kill), and a torn last line,
@@ -185,10 +212,11 @@ class Trainer:
     # ------------------------------------------------------------------ data order
     def batches(self, start_step: int):
         """Endless (epoch, batch) stream starting at ``start_step``; order = f(seed, epoch), drop_last."""
-        batch_size = self.config.train.batch_size
-        per_epoch = len(self.dataset) // batch_size
+        batch_size, world = self.config.train.batch_size, self.dist.world_size
+        per_epoch = len(self.dataset) // (batch_size * world)
         if per_epoch == 0:
-            raise ValueError(f"dataset has {len(self.dataset)} samples, fewer than train.batch_size={batch_size}")
+            raise ValueError(f"dataset has {len(self.dataset)} samples, fewer than train.batch_size={batch_size} × "
+                             f"{world} process(es)")
         step = start_step
         while True:
             epoch, offset = divmod(step, per_epoch)
@@ -196,7 +224,7 @@ class Trainer:
                 self.dataset.set_epoch(epoch)
             order = torch.randperm(len(self.dataset),
                                    generator=torch.Generator().manual_seed(self.config.train.seed * 100_003 + epoch))
-            chunks = [order[i * batch_size:(i + 1) * batch_size].tolist() for i in range(offset, per_epoch)]
+            chunks = shard_batches(order.tolist(), batch_size, self.dist.rank, world)[offset:]
             loader = DataLoader(self.dataset, batch_sampler=chunks, num_workers=self.config.train.num_workers,
                                 collate_fn=collate, generator=torch.Generator())
             for batch in loader:
@@ -226,7 +254,8 @@ class Trainer:
             try:
                 while self.step < total:
                     stop_reason = budget.exhausted() or signals.received or ""
-                    if stop_reason:
+                    if self.dist.any_true(bool(stop_reason)):  # every rank stops at the same step boundary
+                        stop_reason = stop_reason or "another process stopped (its budget or a signal)"
                         break
                     self._adapt_threads()
                     epoch, batch = next(stream)
@@ -234,7 +263,9 @@ class Trainer:
                     self.method.train()
                     losses = self.method.train_step(move(batch, self.device), self.step)
                     self.step += 1
-                    if self.method.pop_nonfinite() or not all(math.isfinite(float(v)) for v in losses.values()):
+                    self.dist.broadcast_state(self.method, parameters=False)  # BN, spectral-norm, λ statistics
+                    bad = self.method.pop_nonfinite() or not all(math.isfinite(float(v)) for v in losses.values())
+                    if self.dist.any_true(bad):
                         if self._after_bad_step():  # rolled back: the data stream restarts at the restored step
                             stream = self.batches(self.step)
                         progress.show(self.step, {"bad_steps": self.bad_steps})
@@ -243,7 +274,7 @@ class Trainer:
                     for key, value in losses.items():
                         running.setdefault(key, []).append(float(value))
                     if self.step % train.log_every == 0 or self.step == total:
-                        last_losses = {k: sum(v) / len(v) for k, v in running.items()}
+                        last_losses = self.dist.mean({k: sum(v) / len(v) for k, v in running.items()})
                         running = {}
                         self._log(last_losses, epoch, time.monotonic() - start_time)
                     progress.show(self.step, last_losses)
@@ -260,14 +291,15 @@ class Trainer:
                           f"continue with: inverseg train --resume {self.run_dir}")
                 raise
             progress.close()
-            if running:
-                last_losses = {k: sum(v) / len(v) for k, v in running.items()}
+            if self.dist.any_true(bool(running)):
+                last_losses = self.dist.mean({k: sum(v) / len(v) for k, v in running.items()})
                 self._log(last_losses, epoch, time.monotonic() - start_time)
             path = self.save(epoch)
-            stopped_by_signal = stop_reason.startswith("SIG")
+            stopped_by_signal = stop_reason.startswith("SIG") or stop_reason.startswith("another")
             gallery = None if stopped_by_signal else self.write_samples()  # a signal means: leave soon
         if self.writer:
             self.writer.close()
+        self.dist.barrier()
         seconds = time.monotonic() - start_time
         summary = {"run_dir": str(self.run_dir), "step": self.step, "stop_reason": stop_reason,
                    "seconds": round(seconds, 2), "cpu_seconds": round(time.process_time() - self.cpu_start, 2),
@@ -331,6 +363,8 @@ class Trainer:
                 group["lr"] = group["initial_lr"] * factor
 
     def _log(self, losses: dict[str, float], epoch: int, seconds: float) -> None:
+        if not self.dist.is_main:  # the losses are already averaged over the ranks
+            return
         lrs = {f"lr/{name}": opt.param_groups[0]["lr"] for name, opt in self.method.optimizers.items()}
         record = {"step": self.step, "epoch": epoch, "seconds": round(seconds, 3), **losses, **lrs}
         if self.bad_steps:  # NaN/Inf steps skipped so far in this run
@@ -371,8 +405,12 @@ class Trainer:
             "cpu_seconds": round(time.process_time() - self.cpu_start, 3) if hasattr(self, "cpu_start") else 0.0,
             "lr_factor": self.lr_factor,
             "bad_steps": self.bad_steps,
+            "world_size": self.dist.world_size,
+            "global_batch": self.global_batch,
             "inverseg_version": __import__("inverseg").__version__,
         }
+        if not self.dist.is_main:  # every rank holds the same weights; rank 0 writes them
+            return ckpt.checkpoint_path(self.run_dir, self.step)
         return ckpt.save_checkpoint(self.run_dir, self.step, weights,
                                     self.method.optimizers, state, keep=self.config.train.keep_checkpoints)
 
@@ -394,6 +432,8 @@ class Trainer:
             references=[to_uint8(s["image"]) for s in self.validation],
             extras=extras, extra_titles=extra_titles,
         )
+        if not self.dist.is_main:  # sampled on every rank (hooks may synchronise), written once
+            return None
         path = write_gallery(self.run_dir, self.step, image, f"{self.config.preset or self.config.method} — "
                                                              f"{self.run_dir.name}")
         if self.writer:

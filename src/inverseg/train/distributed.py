@@ -1,0 +1,169 @@
+"""Data-parallel training under ``torchrun``: one process per device, the same model on every rank.
+
+``torchrun`` (or ``inverseg train --nproc N``, which starts it) sets ``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE`` and the
+rendezvous address; the Trainer reads them through ``Distributed.from_environment`` and joins the process group
+(gloo on CPU, NCCL on CUDA with one device per local rank).  What makes N processes train one model:
+
+- the same start: rank 0's parameters and buffers are broadcast after construction, ``--init-from`` and resume;
+- a disjoint shard of every epoch per rank (``shard_batches``), with per-sample augmentation seeds as before;
+- gradients averaged across ranks before *every* optimiser step (``average_gradients``, called from
+  ``Method.optimizer_step``), so every rank applies the identical update and the weights never drift apart;
+- module buffers (batch-norm statistics, spectral-norm vectors, CRN's λ balancer, EMA statistics) broadcast from
+  rank 0 after each step, as DistributedDataParallel does with ``broadcast_buffers=True``;
+- decisions agreed by all ranks: a NaN/Inf step is skipped everywhere, a stop signal or an exhausted budget on one
+  rank stops all of them at the same step boundary.
+
+Why not wrap the networks in ``DistributedDataParallel``: the methods alternate several optimisers over
+sub-networks (GAN G/D steps, pix2pixHD's frozen global generator, SIMS's stages, ``--freeze-loaded``), and DDP's
+reducer expects every wrapped parameter to receive a gradient in every backward pass, or it needs
+``find_unused_parameters`` and still hangs when ranks differ.  One flat all-reduce per optimiser step is correct for
+all of them by construction; the price is that communication does not overlap the backward pass (on multi-GPU
+nodes the all-reduce of a 100 M-parameter model costs a few ms per step).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import timedelta
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class Distributed:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    local_world_size: int = 1
+
+    @classmethod
+    def from_environment(cls) -> "Distributed":
+        """The ranks torchrun announced (a plain ``inverseg train`` is rank 0 of 1)."""
+        return cls(rank=int(os.environ.get("RANK", 0)), world_size=int(os.environ.get("WORLD_SIZE", 1)),
+                   local_rank=int(os.environ.get("LOCAL_RANK", 0)),
+                   local_world_size=int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    # ------------------------------------------------------------------ process group
+    def start(self, device: torch.device, timeout_minutes: float) -> torch.device:
+        """Join the process group; returns this rank's device (``cuda:LOCAL_RANK`` on GPUs)."""
+        if not self.enabled:
+            return device
+        import torch.distributed as dist
+
+        if device.type == "cuda":
+            device = torch.device("cuda", self.local_rank)
+            torch.cuda.set_device(device)
+        if not dist.is_initialized():
+            backend = "nccl" if device.type == "cuda" else "gloo"
+            dist.init_process_group(backend, timeout=timedelta(minutes=timeout_minutes))
+        return device
+
+    def close(self) -> None:
+        if self.enabled:
+            import torch.distributed as dist
+
+            if dist.is_initialized():
+                dist.destroy_process_group()
+
+    # ------------------------------------------------------------------ collectives
+    def average_gradients(self, parameters: list[nn.Parameter]) -> None:
+        """Replace each gradient by its mean over the ranks, in one flat all-reduce.
+
+        A parameter without a gradient on some ranks counts as a zero gradient there; one without a gradient on
+        every rank keeps ``grad = None`` so that Adam leaves it (and its moments) untouched, as in one process.
+        """
+        if not self.enabled or not parameters:
+            return
+        import torch.distributed as dist
+
+        has_gradient = torch.tensor([p.grad is not None for p in parameters], dtype=torch.float32,
+                                    device=parameters[0].device)
+        flat = torch.cat([has_gradient, *[(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1).float()
+                                          for p in parameters]])
+        dist.all_reduce(flat)
+        counts, values = flat[:len(parameters)], flat[len(parameters):]
+        offset = 0
+        for parameter, count in zip(parameters, counts.tolist()):
+            size = parameter.numel()
+            if count > 0:
+                parameter.grad = (values[offset:offset + size] / self.world_size).view_as(parameter).to(parameter.dtype)
+            offset += size
+
+    def all_true(self, flag: bool) -> bool:
+        """Whether ``flag`` holds on every rank (one rank's NaN makes every rank skip the step)."""
+        return not self.any_true(not flag)
+
+    def any_true(self, flag: bool) -> bool:
+        """Whether ``flag`` holds on some rank (one rank's stop signal or spent budget stops every rank)."""
+        if not self.enabled:
+            return flag
+        import torch.distributed as dist
+
+        value = torch.tensor([1.0 if flag else 0.0], device=self._device())
+        dist.all_reduce(value)
+        return bool(value.item() > 0)
+
+    def mean(self, values: dict[str, float]) -> dict[str, float]:
+        """The mean of each logged loss over the ranks (every rank passes the same keys)."""
+        if not self.enabled or not values:
+            return values
+        import torch.distributed as dist
+
+        keys = sorted(values)
+        tensor = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=self._device())
+        dist.all_reduce(tensor)
+        return {k: v / self.world_size for k, v in zip(keys, tensor.tolist())}
+
+    def broadcast_state(self, module: nn.Module, parameters: bool = True) -> None:
+        """Copy rank 0's buffers (and parameters) into every rank's ``module``."""
+        if not self.enabled:
+            return
+        import torch.distributed as dist
+
+        tensors = list(module.buffers())
+        if parameters:
+            tensors += [p.data for p in module.parameters()]
+        for tensor in tensors:
+            if tensor.is_floating_point() or tensor.dtype in (torch.int64, torch.int32):
+                dist.broadcast(tensor, src=0)
+
+    def barrier(self) -> None:
+        if self.enabled:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+    def _device(self) -> torch.device:
+        import torch.distributed as dist
+
+        return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" \
+            else torch.device("cpu")
+
+
+def shard_batches(order: list[int], batch_size: int, rank: int, world_size: int) -> list[list[int]]:
+    """This rank's batches of one epoch: global batch i holds ``world_size × batch_size`` consecutive samples of
+    the epoch's order, and rank r takes the r-th slice of each, so the ranks' shards are disjoint and a world of
+    one reproduces the single-process order.  The incomplete last global batch is dropped (``drop_last``)."""
+    global_batch = batch_size * world_size
+    start = rank * batch_size
+    return [order[i + start:i + start + batch_size] for i in range(0, len(order) - global_batch + 1, global_batch)]
+
+
+def sync_batchnorm_note(device: torch.device, world_size: int, wanted: bool) -> str | None:
+    """Why batch norm stays per-process, or None when it is synchronised (torch's SyncBatchNorm needs CUDA)."""
+    if world_size <= 1 or not wanted:
+        return None
+    if device.type != "cuda":
+        return (f"train.sync_batchnorm: SyncBatchNorm needs CUDA devices; on {device.type} each of the {world_size} "
+                f"processes normalises with its own batch statistics")
+    return None

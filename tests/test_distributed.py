@@ -1,0 +1,162 @@
+"""Training under torchrun (gloo on this CPU): disjoint shards, gradients averaged before every optimiser step,
+identical weights on every rank, one writer, agreed stops, resume with another world size, ``--nproc``,
+and two "nodes" on localhost (slow)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from _gan_scenes import synthetic_overrides
+from inverseg.train import Trainer
+from inverseg.train import checkpoint as ckpt
+from inverseg.train.distributed import shard_batches, sync_batchnorm_note
+from test_trainer import make_folder_dataset, read_losses, tiny_config, tiny_overrides
+
+TESTS = Path(__file__).resolve().parent
+ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS.parent / "src"), str(TESTS)]), "OMP_NUM_THREADS": "1"}
+
+
+def torchrun(*args: str, nproc: int = 2, timeout: int = 240, **options) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", *args]
+    return subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=timeout, **options)
+
+
+def cli(*args: str) -> list[str]:
+    return ["-m", "inverseg", "train", "--quiet", *args]
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    return make_folder_dataset(tmp_path_factory.mktemp("ddp") / "data", count=8)
+
+
+def test_shards_are_disjoint_and_one_process_keeps_the_single_process_order():
+    order = list(range(11))
+    assert shard_batches(order, 2, 0, 1) == [[0, 1], [2, 3], [4, 5], [6, 7], [8, 9]]
+    rank0, rank1 = shard_batches(order, 2, 0, 2), shard_batches(order, 2, 1, 2)
+    assert rank0 == [[0, 1], [4, 5]] and rank1 == [[2, 3], [6, 7]]  # the incomplete global batch is dropped
+    assert not {i for b in rank0 for i in b} & {i for b in rank1 for i in b}
+    # global batch i of two processes holds the samples of batch i of one process at twice the batch size
+    assert [a + b for a, b in zip(rank0, rank1)] == shard_batches(order, 4, 0, 1)
+
+
+def test_sync_batchnorm_needs_cuda_and_says_so():
+    assert sync_batchnorm_note(torch.device("cpu"), 1, True) is None
+    assert sync_batchnorm_note(torch.device("cpu"), 2, False) is None
+    assert "SyncBatchNorm needs CUDA" in sync_batchnorm_note(torch.device("cpu"), 2, True)
+    assert sync_batchnorm_note(torch.device("cuda"), 2, True) is None
+
+
+def test_gradients_are_averaged_and_missing_ones_stay_missing(tmp_path):
+    result = torchrun(str(TESTS / "_ddp_worker.py"), str(tmp_path / "g"), str(tmp_path), "gradients")
+    assert result.returncode == 0, result.stderr[-2000:]
+    for rank in (0, 1):
+        values = json.loads((tmp_path / f"g.{rank}").read_text())
+        assert values["a"] == [1.5] * 3  # (1 + 2) / 2
+        assert values["b"] == [2.0] * 3  # a gradient on one rank counts as zero on the other
+        assert values["c"] is True  # no gradient anywhere: Adam leaves the parameter and its moments alone
+        assert values["any"] is True and values["all"] is False and values["mean"] == {"loss": 0.5}
+
+
+def test_two_processes_train_like_one_process_with_the_global_batch(data_root, tmp_path):
+    """CRN (per-sample normalisation, fixed λ) with 2 × batch 1 must follow 1 × batch 2 step for step."""
+    options = ["loss.balance=fixed", "train.deterministic=true", "train.threads=1", "train.steps=3",
+               "train.checkpoint_every=0", "train.num_samples=2", "train.sample_every=0"]
+    single = tmp_path / "single"
+    Trainer(tiny_config(data_root, *options, "train.batch_size=2"), single, show_progress=False).fit()
+    double = tmp_path / "double"
+    overrides = [*tiny_overrides(data_root), *options]
+    result = torchrun(*cli("--config", "crn-cpu", "--out", str(double), *overrides))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count('"run_dir"') == 1  # one summary: rank 0 reports
+    a = ckpt.load_weights(ckpt.resolve_checkpoint(single))
+    b = ckpt.load_weights(ckpt.resolve_checkpoint(double))
+    for key in a:
+        assert torch.allclose(a[key], b[key], atol=1e-5, rtol=1e-4), key
+    losses_a, losses_b = read_losses(single), read_losses(double)
+    assert [r["step"] for r in losses_b] == [1, 2, 3]  # one writer, no duplicated lines
+    for ra, rb in zip(losses_a, losses_b):  # logged losses are the mean over the ranks = the batch-2 mean
+        assert rb["loss"] == pytest.approx(ra["loss"], rel=1e-4)
+    state = ckpt.read_state(ckpt.resolve_checkpoint(double))
+    assert state["world_size"] == 2 and state["global_batch"] == 2
+    assert len(list((double / "samples").glob("step_*.png"))) == 1
+
+    # resume with one process: the data position is re-derived from the step, and the note says so
+    resumed = subprocess.run([sys.executable, "-m", "inverseg", "train", "--resume", str(double), "train.steps=4"],
+                             env=ENV, capture_output=True, text=True, timeout=240)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "trained with 2 process(es) and continues with 1" in resumed.stderr
+    assert ckpt.read_state(ckpt.resolve_checkpoint(double))["world_size"] == 1
+
+
+def test_gan_methods_keep_identical_weights_on_every_rank(tmp_path):
+    """G/D alternation (SPADE), EMA + batch-norm recalibration (OASIS): every rank ends with the same weights."""
+    common = [*synthetic_overrides(steps=2), "train.batch_size=1", "train.threads=1"]
+    oasis = [o for o in common if not o.startswith("discriminator.")] + [
+        "model.ngf=4", "model.spade_hidden=8", "model.z_dim=8", "discriminator.channels=[8,8,16,16,16]",
+        "discriminator.last_channels=8", "ema.recalibrate_batches=2"]
+    jobs = [f"spade-cpu:{';'.join(common)}", f"oasis-cpu:{';'.join(oasis)}"]
+    result = torchrun(str(TESTS / "_ddp_worker.py"), str(tmp_path / "out.json"), str(tmp_path), *jobs, timeout=400)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((tmp_path / "out.json").read_text())
+    for preset in ("spade-cpu", "oasis-cpu"):
+        assert report[preset] == {"step": 2, "identical": True, "world_size": 2}, preset
+        assert ckpt.read_state(ckpt.resolve_checkpoint(tmp_path / preset))["world_size"] == 2
+
+
+def test_torchrun_needs_one_run_directory_and_nproc_is_checked(data_root, tmp_path):
+    env = {**ENV, "WORLD_SIZE": "2", "RANK": "1"}
+    result = subprocess.run([sys.executable, "-m", "inverseg", "train", "--config", "crn-cpu",
+                             *tiny_overrides(data_root)], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip() == "error: under torchrun pass --out RUN_DIR: every process must write to the same run"
+    result = subprocess.run([sys.executable, "-m", "inverseg", "train", "--nproc", "0", "--config", "crn-cpu"],
+                            env=ENV, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "--nproc must be at least 1, got 0" in result.stderr
+
+
+@pytest.mark.slow
+def test_nproc_launches_torchrun_and_sigterm_checkpoints_every_rank_once(data_root, tmp_path):
+    run = tmp_path / "run"
+    command = [sys.executable, "-m", "inverseg", "train", "--nproc", "2", "--config", "crn-cpu", "--out", str(run),
+               *tiny_overrides(data_root), "train.steps=100000", "train.checkpoint_every=0"]
+    process = subprocess.Popen(command, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and not (run / "logs" / "losses.jsonl").is_file():
+        time.sleep(0.5)
+    time.sleep(2)
+    process.send_signal(signal.SIGTERM)  # what a scheduler sends to the launcher; torchrun forwards it
+    out, err = process.communicate(timeout=120)
+    checkpoint = ckpt.resolve_checkpoint(run)
+    state = ckpt.read_state(checkpoint)
+    assert state["world_size"] == 2 and state["step"] >= 1
+    assert len(list((run / "checkpoints").glob("step_*"))) == 1, err[-2000:]
+
+
+@pytest.mark.slow
+def test_two_nodes_on_localhost_rendezvous_and_train(data_root, tmp_path):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    run = tmp_path / "run"
+    nodes = []
+    for node in (0, 1):
+        command = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=1",
+                   f"--node_rank={node}", "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{port}",
+                   "--rdzv-id=inverseg-test", *cli("--config", "crn-cpu", "--out", str(run),
+                                                   *tiny_overrides(data_root), "train.steps=2")]
+        nodes.append(subprocess.Popen(command, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    outputs = [node.communicate(timeout=300) for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], outputs[0][1][-2000:] + outputs[1][1][-2000:]
+    state = ckpt.read_state(ckpt.resolve_checkpoint(run))
+    assert state["world_size"] == 2 and state["step"] == 2
