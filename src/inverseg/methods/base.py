@@ -36,6 +36,7 @@ class Method(nn.Module):
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.frozen: list[nn.Parameter] = []  # parameters no optimiser may change (--freeze-loaded)
         self.gradient_sync = None  # set by the Trainer under torchrun: averages gradients across the ranks
+        self.loss_scalers: dict = {}  # optimiser name → LossScaler, set by the Trainer for train.amp=fp16
 
     @classmethod
     def check_config(cls, run: Any) -> list[str]:
@@ -66,7 +67,8 @@ class Method(nn.Module):
         if not (sync.all_true(finite) if sync else finite):
             self._nonfinite = True
             return
-        loss.backward()
+        scaler = self.loss_scalers.get(name)  # train.amp=fp16: dynamic loss scaling (train/precision.py)
+        (loss * scaler.scale if scaler else loss).backward()
         for parameter in self.frozen:  # a method's own requires_grad toggling (e.g. of D) may revive them
             parameter.grad = None  # Adam skips parameters without a gradient: no update, no moment change
         if sync:
@@ -74,11 +76,18 @@ class Method(nn.Module):
             sync.average_gradients([p for group in optimizer.param_groups for p in group["params"]
                                     if p.requires_grad and id(p) not in frozen])
         gradients = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        if scaler and gradients:
+            torch._foreach_div_(gradients, scaler.scale)
         if gradients and not bool(torch.isfinite(torch.nn.utils.get_total_norm(gradients))):
             optimizer.zero_grad(set_to_none=True)
-            self._nonfinite = True
+            if scaler:  # an fp16 overflow: a smaller scale next time, not a bad step
+                scaler.overflowed()
+            else:
+                self._nonfinite = True
             return
         optimizer.step()
+        if scaler:
+            scaler.stepped()
 
     def pop_nonfinite(self) -> bool:
         """Whether an update since the last call was skipped for NaN/Inf (and reset the flag)."""

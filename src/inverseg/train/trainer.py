@@ -33,6 +33,7 @@ from ..utils.threads import auto_threads, available_cores
 from . import checkpoint as ckpt
 from .control import Budget, NonFiniteTraining, StopSignals, TrainingProgress
 from .distributed import Distributed, shard_batches, sync_batchnorm_note
+from .precision import LossScaler, autocast
 from .gallery import sample_grid, write_gallery
 from .init_from import initialise_from, restore_freezing
 
@@ -86,6 +87,10 @@ class Trainer:
         if self.dist.enabled and train.sync_batchnorm and self.device.type == "cuda":
             torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.method)
         self.method.gradient_sync = self.dist if self.dist.enabled else None
+        if train.channels_last:
+            self.method.to(memory_format=torch.channels_last)
+        if train.amp == "fp16":
+            self.method.loss_scalers = {name: LossScaler() for name in self.method.optimizers}
         for optimizer in self.method.optimizers.values():
             for group in optimizer.param_groups:
                 group.setdefault("initial_lr", group["lr"])
@@ -146,6 +151,9 @@ class Trainer:
         self.lr_factor = float(state.get("lr_factor", 1.0))
         self.bad_steps = int(state.get("bad_steps", 0))
         self.resumed_world_size = int(state.get("world_size", 1))
+        for name, scaler_state in state.get("loss_scale", {}).items():
+            if name in self.method.loss_scalers:
+                self.method.loss_scalers[name].load(scaler_state)
         self._say(f"resuming {self.run_dir} from {checkpoint.name} (step {self.step}, the newest complete checkpoint)")
 
     def _start_ranks(self, resumed: bool) -> None:
@@ -226,7 +234,8 @@ class Trainer:
                                    generator=torch.Generator().manual_seed(self.config.train.seed * 100_003 + epoch))
             chunks = shard_batches(order.tolist(), batch_size, self.dist.rank, world)[offset:]
             loader = DataLoader(self.dataset, batch_sampler=chunks, num_workers=self.config.train.num_workers,
-                                collate_fn=collate, generator=torch.Generator())
+                                collate_fn=collate, generator=torch.Generator(),
+                                pin_memory=self.device.type == "cuda")
             for batch in loader:
                 yield epoch, batch
                 step += 1
@@ -261,7 +270,8 @@ class Trainer:
                     epoch, batch = next(stream)
                     self._set_learning_rates(self.step, total)
                     self.method.train()
-                    losses = self.method.train_step(move(batch, self.device), self.step)
+                    with autocast(train.amp, self.device):
+                        losses = self.method.train_step(move(batch, self.device), self.step)
                     self.step += 1
                     self.dist.broadcast_state(self.method, parameters=False)  # BN, spectral-norm, λ statistics
                     bad = self.method.pop_nonfinite() or not all(math.isfinite(float(v)) for v in losses.values())
@@ -406,6 +416,7 @@ class Trainer:
             "lr_factor": self.lr_factor,
             "bad_steps": self.bad_steps,
             "world_size": self.dist.world_size,
+            "loss_scale": {name: scaler.state() for name, scaler in self.method.loss_scalers.items()},
             "global_batch": self.global_batch,
             "inverseg_version": __import__("inverseg").__version__,
         }
