@@ -30,6 +30,7 @@ CONFIGS = {
     "pix2pixhd-512p@128x256": ("pix2pixhd-512p", (128, 256), None, 1),
     "spade-cpu": ("spade-cpu", None, None, 5),
     "spade-camvid-cpu": ("spade-camvid-cpu", None, None, 5),
+    "spade-camvid-cpu-vae": ("spade-camvid-cpu-vae", None, None, 5),
     "spade-cityscapes@128x256,batch1": ("spade-cityscapes", (128, 256), 1, 1),
     "safm-cpu": ("safm-cpu", None, None, 3),
     "safm-camvid-cpu": ("safm-camvid-cpu", None, None, 3),

@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torch import nn
 
-from _gan_scenes import SPEC, H, W, build, synthetic_overrides, synthetic_pair, toy_label
+from _gan_scenes import CAR, SPEC, H, W, build, synthetic_overrides, synthetic_pair, toy_label
+from inverseg.config import load_run_config
 from inverseg.cli.main import main
 from inverseg.labels import get_scheme
 from inverseg.models.spade import SPADEGenerator, StyleEncoder, start_grid
@@ -88,6 +90,25 @@ def test_deterministic_spade_refuses_style_and_k():
         method.sample(toy_label(), style_image=torch.zeros(1, 3, H, W))
     with pytest.raises(ValueError, match="deterministic"):
         method.sample(toy_label(), k=2)
+
+
+def test_camvid_cpu_preset_follows_the_official_default_without_vae():
+    """Issue 11 §3: spade-camvid-cpu is the official default generator — no VAE, the start grid is a 3×3 conv of the
+    downsampled layout (official ``SPADEGenerator.fc``) — so a layout alone decides the image; the VAE variant, whose
+    start grid is Linear(z) and independent of the layout, is the separate spade-camvid-cpu-vae."""
+    method, config = build("spade-camvid-cpu", (H, W), *TINY)
+    assert not config.settings.vae.enabled and method.encoder is None and config.train.sample_k == 1
+    assert isinstance(method.generator.fc, nn.Conv2d) and method.generator.fc.in_channels == method.label_channels
+    method.eval()
+    other = toy_label()
+    other[:, 12:] = CAR
+    first = method.sample(toy_label())
+    assert torch.equal(first, method.sample(toy_label())) and not torch.equal(first, method.sample(other))
+
+    vae, config = build("spade-camvid-cpu-vae", (H, W), *TINY)
+    assert config.settings.vae.enabled and vae.encoder is not None and config.train.sample_k == 3
+    assert isinstance(vae.generator.fc, nn.Linear) and vae.generator.fc.in_features == config.settings.vae.z_dim
+    assert config.data == load_run_config("spade-camvid-cpu").data  # only the VAE differs
 
 
 def test_train_step_logs_every_term_and_updates_both_networks():

@@ -274,3 +274,22 @@ def test_pix2pixhd_cluster_per_class():
         method.sample(label, style={"unicorn": 1})
     with pytest.raises(ValueError, match="cluster index 0–2"):
         method.sample(label, style={"car": 7})
+
+
+def test_a_spade_run_without_vae_offers_one_image_and_no_style_photo(tmp_path):
+    """The CamVid preset's default (no VAE, issue 11 §3): k stays 1, the style photo is not offered, and a request
+    that sends one anyway is a 400 naming the fix; the seed does not matter (deterministic generator)."""
+    from _studio_runs import SPADE_TINY, train_tiny
+    from inverseg.cli.serve import load_models
+
+    run = train_tiny(tmp_path / "spade", "spade-cpu", *SPADE_TINY, "vae.enabled=false", "train.sample_k=1", steps=1)
+    client = TestClient(create_app(load_models([str(run)], None, None, "cpu"), Limits(max_k=4)))
+    (model,) = client.get("/api/models").json()["models"]
+    assert model["options"] == {"max_k": 1, "edits_photos": False, "style_image": False}
+    one = post(client, "/api/synthesize", {"label": index_png(LABEL)}, seed="3")
+    assert one.status_code == 200
+    assert one.content == post(client, "/api/synthesize", {"label": index_png(LABEL)}, seed="4").content
+    photo = png(np.full((H, W, 3), 90, np.uint8))
+    styled = post(client, "/api/synthesize", {"label": index_png(LABEL), "style_image": photo})
+    assert styled.status_code == 400 and "vae.enabled=true" in styled.json()["error"]
+    assert post(client, "/api/synthesize", {"label": index_png(LABEL)}, k="2").status_code == 400
