@@ -12,9 +12,13 @@ noise (official: ``losses_D`` calls ``netG`` again), then the EMA update of G (d
 Adam β = (0, 0.999), G 1e-4 (Cityscapes 4e-4), D 4e-4, no decay.
 
 EMA (§3.4 / official ``utils.update_EMA``): the whole state dict is averaged (``ema.buffers: average``), and before
-every checkpoint and every gallery sampling the EMA generator's batch-norm statistics are re-estimated over
-``ema.recalibrate_batches`` training batches (official ≤ 50; momentum updates without reset,
-``recalibrate_cumulative: false``).  Galleries and the Pipeline use the EMA weights.
+every checkpoint and every gallery sampling (a) the spectral-norm vectors of the averaged weights are
+power-iterated to convergence (``ema.renormalize_spectral``; averaging leaves them non-unit, and an eval-mode
+forward would then divide by a too-small σ — the official code re-normalises through its train-mode recalibration
+passes), and (b) the EMA generator's batch-norm statistics are re-estimated over ``ema.recalibrate_batches``
+training batches (official ≤ 50; momentum updates without reset, ``recalibrate_cumulative: false``), drawn by the
+Trainer from a seeded shuffle of the training split.  Checkpoints hold the result, so evaluation and the Pipeline
+use the re-normalised, recalibrated EMA weights.
 
 Label encoding: one-hot of the classes [+ the don't-care channel = the spec's void pixels; OASIS's
 ``contain_dontcare_label`` index 0].  Loss targets: see ``losses/oasis.py`` (class c → c + 1, fake → 0, void →
@@ -45,7 +49,7 @@ from ..losses.oasis import (
 from ..losses.vgg import build_vgg_loss
 from ..models.oasis import NOISE_MODES, DISCRIMINATOR_WIDTHS, OASISDiscriminator, OASISGenerator, draw_noise, \
     resample_noise
-from ..nn.ema import make_ema, recalibrate_batch_norm, update_ema
+from ..nn.ema import make_ema, recalibrate_batch_norm, renormalize_spectral_norm, update_ema
 from ..nn.layers import initialize
 from .gan import EMAConfig, GANMethod, TTURConfig, encode_layout, make_optimizers, set_requires_grad
 
@@ -97,6 +101,9 @@ class OASISEMAConfig(EMAConfig):
     buffers: str = "average"            # the whole state dict is averaged, BN statistics included (official)
     recalibrate_batches: int = 50       # update_EMA: ≤ 50 forward passes over training batches
     recalibrate_cumulative: bool = False  # False: momentum updates, no reset (official) | True: exact average
+    renormalize_spectral: bool = True   # power-iterate the averaged weights' spectral-norm vectors to convergence
+                                        # before every recalibration (official: its train-mode update_EMA passes);
+                                        # false = inverseg before issue 11: lerped u, v → σ low, EMA amplified
 
 
 @dataclass
@@ -206,19 +213,23 @@ class OASIS(GANMethod):
         generator(self.layout(label), self.noise(label, generator=self._recalibration_rng))
 
     def before_checkpoint(self, batches) -> None:
-        """Re-estimate the EMA generator's batch-norm statistics (official ``update_EMA``; §14.8).
+        """Make the EMA generator usable: spectral norm, then batch-norm statistics (official ``update_EMA``).
 
-        Runs once per EMA state: a checkpoint and a gallery at the same step share one recalibration.  The noise
-        comes from a fixed-seed generator, so the statistics are a function of the weights and the data only.
+        First the spectral-norm vectors are power-iterated on the averaged weights (``ema.renormalize_spectral``;
+        see ``nn.ema``), because the batch-norm statistics depend on the weights' scale; then the statistics are
+        re-estimated over ``ema.recalibrate_batches`` training batches (§14.8).  Runs once per EMA state: a
+        checkpoint and a gallery at the same step share one pass.  The noise comes from a fixed-seed generator,
+        so the statistics are a function of the weights and the data only.
         """
         ema = self.settings.ema
-        if getattr(self, "generator_ema", None) is None or ema.recalibrate_batches <= 0:
+        if getattr(self, "generator_ema", None) is None or self._recalibrated_at == self._ema_updates:
             return
-        if self._recalibrated_at == self._ema_updates:
-            return
-        self._recalibration_rng = torch.Generator().manual_seed(0)
-        recalibrate_batch_norm(self.generator_ema, self.recalibration_forward, batches(ema.recalibrate_batches),
-                               cumulative=ema.recalibrate_cumulative)
+        if ema.renormalize_spectral:
+            renormalize_spectral_norm(self.generator_ema)
+        if ema.recalibrate_batches > 0:
+            self._recalibration_rng = torch.Generator().manual_seed(0)
+            recalibrate_batch_norm(self.generator_ema, self.recalibration_forward, batches(ema.recalibrate_batches),
+                                   cumulative=ema.recalibrate_cumulative)
         self._recalibrated_at = self._ema_updates
 
     def before_sampling(self, batches) -> None:
