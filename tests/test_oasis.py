@@ -372,6 +372,38 @@ def test_ema_with_decay_0_reproduces_the_live_generator():
     assert _effective_spectral_norms(ema) == pytest.approx(before, rel=1e-5)
 
 
+def test_recalibration_batches_are_a_seeded_shuffle_of_the_whole_split(tmp_path):
+    from inverseg.config import load_run_config
+    from inverseg.train import Trainer
+
+    overrides = [o for o in synthetic_overrides() if not o.startswith("discriminator.")]
+    config = load_run_config("oasis-cpu", [*overrides, *TINY, "data.length=40"])
+    trainer = Trainer(config, tmp_path / "run", show_progress=False)
+    names = [name for batch in trainer.recalibration_batches(5) for name in batch["name"]]
+    split = [trainer.dataset[i]["name"] for i in range(40)]
+    assert len(names) == len(set(names)) == 10 and set(names) <= set(split)
+    assert names != split[:10]  # not the first count×batch files in order (one CamVid sequence)
+    assert max(split.index(name) for name in names) >= 20  # drawn from across the split
+    assert names == [name for batch in trainer.recalibration_batches(5) for name in batch["name"]]  # same images
+    assert trainer.recalibration_record == {"split": "train", "batches": 5, "batch_size": 2, "images": 10,
+                                            "split_images": 40, "order": "shuffled (seed 0)", "augment": False}
+    assert len(list(trainer.recalibration_batches(50))) == 20  # at most the whole split
+
+
+def test_ema_summary_says_what_the_ema_was_recalibrated_on():
+    from inverseg.eval.evaluate import ema_summary
+
+    record = {"method": {"spectral_renormalised_layers": 16, "bn_batches": 50, "bn_estimate": "exact mean"},
+              "data": {"split": "train", "batches": 50, "batch_size": 4, "images": 200, "split_images": 367,
+                       "order": "shuffled (seed 0)", "augment": False}}
+    assert ema_summary(record) == ("spectral norm re-normalised (16 layers); batch-norm statistics re-estimated on "
+                                   "50 batches × 4 = 200 of 367 'train' images, shuffled (seed 0), exact mean")
+    assert ema_summary({"method": {"spectral_renormalised_layers": 0, "bn_batches": 0}, "data": None}) == \
+        "spectral norm NOT re-normalised (averaged power-iteration vectors); batch-norm statistics not re-estimated"
+    assert ema_summary({}).startswith("not recorded")
+    assert ema_summary(None, "images").startswith("unknown")
+
+
 def test_train_and_synthesize_through_cli_and_pipeline(tmp_path):
     run = tmp_path / "run"
     overrides = [o for o in synthetic_overrides() if not o.startswith("discriminator.")]  # (PatchGAN keys)
@@ -382,6 +414,10 @@ def test_train_and_synthesize_through_cli_and_pipeline(tmp_path):
     assert len(losses) == 2 and {"g_adv", "d_fake", "d_real", "d_labelmix"} <= set(losses[-1])
     weights = ckpt.load_weights(ckpt.resolve_checkpoint(run))
     assert {key.split(".")[0] for key in weights} == {"generator", "discriminator", "generator_ema"}
+    state = json.loads((ckpt.resolve_checkpoint(run) / "state.json").read_text())
+    assert state["ema_recalibration"]["batches"] == 2 and state["ema_recalibration"]["order"] == "shuffled (seed 0)"
+    assert state["method_state"]["ema"] == {"spectral_renormalised_layers": 16, "bn_batches": 2,
+                                            "bn_estimate": "exact mean"}
     assert (run / "samples" / "step_0000002.png").is_file()
 
     pipe = Pipeline.from_pretrained(run)  # the EMA weights (with recalibrated statistics) are the generator

@@ -137,6 +137,7 @@ class OASIS(GANMethod):
         self.last_noise: torch.Tensor | None = None
         self._ema_updates = 0
         self._recalibrated_at: int | None = None
+        self._ema_record: dict | None = None
         self._recalibration_rng = torch.Generator().manual_seed(0)
         if not training:
             return
@@ -224,13 +225,19 @@ class OASIS(GANMethod):
         ema = self.settings.ema
         if getattr(self, "generator_ema", None) is None or self._recalibrated_at == self._ema_updates:
             return
-        if ema.renormalize_spectral:
-            renormalize_spectral_norm(self.generator_ema)
+        layers = renormalize_spectral_norm(self.generator_ema) if ema.renormalize_spectral else 0
+        used = 0
         if ema.recalibrate_batches > 0:
             self._recalibration_rng = torch.Generator().manual_seed(0)
-            recalibrate_batch_norm(self.generator_ema, self.recalibration_forward, batches(ema.recalibrate_batches),
-                                   cumulative=ema.recalibrate_cumulative)
+            used = recalibrate_batch_norm(self.generator_ema, self.recalibration_forward,
+                                          batches(ema.recalibrate_batches), cumulative=ema.recalibrate_cumulative)
         self._recalibrated_at = self._ema_updates
+        self._ema_record = {"spectral_renormalised_layers": layers, "bn_batches": used,
+                            "bn_estimate": "exact mean" if ema.recalibrate_cumulative else "momentum, no reset"}
+
+    def extra_state(self) -> dict:
+        """What the EMA generator in the checkpoint went through (``inverseg evaluate`` reports it)."""
+        return {"ema": self._ema_record} if self._ema_record else {}
 
     def before_sampling(self, batches) -> None:
         self.before_checkpoint(batches)
