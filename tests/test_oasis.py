@@ -19,6 +19,7 @@ from inverseg.cli.main import main
 from inverseg.labels import get_scheme
 from inverseg.losses.oasis import (
     class_balance_weights,
+    class_frequencies,
     fake_class_loss,
     labelmix_images,
     labelmix_loss,
@@ -61,6 +62,41 @@ def test_class_balancing_weights_hand_computed():
     # batch-wide counts: the same class in two images shares one weight
     two = torch.tensor([[[0, 0]], [[0, 1]]])
     assert torch.allclose(class_balance_weights(two, 2), torch.tensor([[[4 / 6, 4 / 6]], [[4 / 6, 2.0]]]))
+
+
+def test_dataset_class_balance_uses_split_shares_not_the_batch():
+    # split: class 0 ×6, class 1 ×1, class 2 ×1, void ×0 over 8 pixels → shares 6/8, 1/8, 1/8, 3 classes present
+    split = [torch.tensor([[0, 0, 0, 1]]), torch.tensor([[0, 0, 0, 2]])]
+    shares = class_frequencies(split, num_classes=11)
+    assert shares[:3].tolist() == [0.75, 0.125, 0.125] and float(shares[3:].sum()) == 0
+    # a batch holding one class-2 pixel: per batch it gets T/(n·1) = 8/2 = 4; over the split 1/(3·1/8) = 8/3
+    batch = torch.tensor([[[0, 0, 0, 0], [0, 0, 0, 2]]])
+    assert float(class_balance_weights(batch, 11)[0, 1, 3]) == pytest.approx(4.0)
+    weights = class_balance_weights(batch, 11, frequencies=shares)
+    assert float(weights[0, 1, 3]) == pytest.approx(8 / 3) and float(weights[0, 0, 0]) == pytest.approx(4 / 9)
+    # void stays 0; a zero-weight class leaves the present count and gets 0
+    void = torch.tensor([[[VOID, 1]]])
+    assert class_balance_weights(void, 11, frequencies=shares).tolist() == [[[0.0, pytest.approx(8 / 3)]]]
+    weights = class_balance_weights(batch, 11, zero_weight=(2,), frequencies=shares)
+    assert float(weights[0, 1, 3]) == 0 and float(weights[0, 0, 0]) == pytest.approx(1 / (2 * 0.75))
+
+
+def test_dataset_class_balance_option_in_the_method(tmp_path):
+    from inverseg.config import load_run_config
+    from inverseg.train import Trainer
+
+    method, _ = build("oasis-cpu", (H, W), *TINY, "loss.class_balance=dataset", training=True)
+    with pytest.raises(ValueError, match="before_training"):
+        method.balance_weights(toy_label(1))
+    with pytest.raises(ValueError, match="class_balance"):
+        build("oasis-cpu", (H, W), *TINY, "loss.class_balance=epoch", training=True)
+    overrides = [o for o in synthetic_overrides() if not o.startswith("discriminator.")]
+    config = load_run_config("oasis-cpu", [*overrides, *TINY, "loss.class_balance=dataset"])
+    trainer = Trainer(config, tmp_path / "run", show_progress=False)  # the Trainer counts the split once
+    shares = trainer.method.class_shares
+    expected = class_frequencies((trainer.dataset[i]["label"] for i in range(len(trainer.dataset))), 11)
+    assert shares is not None and torch.allclose(shares, expected)
+    assert set(trainer.method.extra_state()["class_shares"]) == set(SPEC.class_names)
 
 
 def test_target_mapping_real_c_to_c_plus_1_fake_0():

@@ -40,6 +40,7 @@ import torch
 from ..labels import LabelSpec
 from ..losses.oasis import (
     class_balance_weights,
+    class_frequencies,
     fake_class_loss,
     labelmix_images,
     labelmix_loss,
@@ -81,6 +82,9 @@ class OASISDiscriminatorConfig:
 @dataclass
 class OASISLossConfig:
     class_balancing: bool = True        # not --no_balancing_inloss
+    class_balance: str = "batch"        # batch: w_c from each batch's pixel counts (official) | dataset: from the
+                                        # training split's class shares, computed once (a remedy for small batches:
+                                        # at batch 4 one rare-class pixel gets weight ≈ T, up to 4,468 on CamVid)
     count_void: bool = True             # T in w_c = T/(n·count_c) counts void pixels too (official numel(label))
     zero_weight_classes: tuple[int, ...] = ()  # class ids with weight 0 (OASIS's don't care when it is a class,
                                                # e.g. Cityscapes labelId 0 'unlabeled')
@@ -128,6 +132,8 @@ class OASIS(GANMethod):
             raise ValueError(f"model.noise_mode must be one of {', '.join(NOISE_MODES)}, got {model.noise_mode!r}")
         if loss.labelmix_bits not in ("batch", "sample"):
             raise ValueError(f"loss.labelmix_bits must be 'batch' or 'sample', got {loss.labelmix_bits!r}")
+        if loss.class_balance not in ("batch", "dataset"):
+            raise ValueError(f"loss.class_balance must be 'batch' or 'dataset', got {loss.class_balance!r}")
         if loss.d_fake not in ("regenerate", "reuse"):
             raise ValueError(f"loss.d_fake must be 'regenerate' or 'reuse', got {loss.d_fake!r}")
         self.label_channels = spec.input_channels(model.dontcare_channel)
@@ -138,6 +144,7 @@ class OASIS(GANMethod):
         self._ema_updates = 0
         self._recalibrated_at: int | None = None
         self._ema_record: dict | None = None
+        self.class_shares: torch.Tensor | None = None  # loss.class_balance=dataset: set by before_training
         self._recalibration_rng = torch.Generator().manual_seed(0)
         if not training:
             return
@@ -168,10 +175,23 @@ class OASIS(GANMethod):
             return None
         return (None, 0) if self.settings.model.dontcare_channel else (0, 1)
 
+    def before_training(self, open_split) -> None:
+        """``loss.class_balance: dataset``: each class's share of the training split's pixels, counted once."""
+        loss = self.settings.loss
+        if loss.class_balance != "dataset" or not loss.class_balancing:
+            return
+        dataset = open_split()
+        labels = (dataset[index]["label"] for index in range(len(dataset)))
+        self.class_shares = class_frequencies(labels, self.spec.num_classes, loss.zero_weight_classes,
+                                              loss.count_void)
+
     def balance_weights(self, label: torch.Tensor) -> torch.Tensor:
         loss = self.settings.loss
+        if loss.class_balance == "dataset" and loss.class_balancing and self.class_shares is None:
+            raise ValueError("loss.class_balance=dataset needs the training split's class shares: call "
+                             "method.before_training(open_split) first (the Trainer does)")
         return class_balance_weights(label, self.spec.num_classes, loss.zero_weight_classes, loss.count_void,
-                                     loss.class_balancing)
+                                     loss.class_balancing, self.class_shares)
 
     # ------------------------------------------------------------------ training
     def train_step(self, batch: dict, step: int) -> dict[str, float]:
@@ -236,8 +256,13 @@ class OASIS(GANMethod):
                             "bn_estimate": "exact mean" if ema.recalibrate_cumulative else "momentum, no reset"}
 
     def extra_state(self) -> dict:
-        """What the EMA generator in the checkpoint went through (``inverseg evaluate`` reports it)."""
-        return {"ema": self._ema_record} if self._ema_record else {}
+        """What the EMA generator in the checkpoint went through (``inverseg evaluate`` reports it), and the
+        dataset-wide class shares when the loss uses them."""
+        state = {"ema": self._ema_record} if self._ema_record else {}
+        if self.class_shares is not None:
+            state["class_shares"] = {name: round(float(share), 6)
+                                     for name, share in zip(self.spec.class_names, self.class_shares)}
+        return state
 
     def before_sampling(self, batches) -> None:
         self.before_checkpoint(batches)

@@ -92,6 +92,7 @@ class Trainer:
             self.init_record, lines = initialise_from(self.method, config.train.init)
             for line in lines:
                 self._say(line)
+        self.method.before_training(lambda: open_dataset(config.data, split=config.data.split, augment=False))
         self.validation = self._validation_samples()
         self.step = 0
         self.cpu_seconds_before = 0.0  # CPU time of earlier sessions of this run (the budget spans resumes)
