@@ -150,7 +150,7 @@ def effective_spectral_norms(model: nn.Module) -> list[float]:
     (W / uᵀWv with the stored vectors): 1 when the vectors are right (tests, diagnostics)."""
     values = []
     for norm, plist in spectral_norms(model):
-        matrix = _weight_matrix(plist.original, norm.dim).double()
+        matrix = _weight_matrix(plist.original.detach(), norm.dim).double()
         sigma = torch.dot(norm._u.double(), torch.mv(matrix, norm._v.double()))
         values.append(float(torch.linalg.matrix_norm(matrix / sigma, ord=2)))
     return values
