@@ -140,6 +140,9 @@ def run(args) -> int:
                   "train_cpu_seconds": state.get("cpu_seconds"), "seed": args.seed,
                   # the perception networks the run trained with, as resolved (None: not recorded by that run)
                   "perception": state.get("perception"),
+                  # what the EMA generator went through before saving (OASIS), and on which training images
+                  "ema": {"method": (state.get("method_state") or {}).get("ema"),
+                          "data": state.get("ema_recalibration")},
                   "init_from": (state.get("init_from") or {}).get("checkpoint"),
                   "init_from_cpu_seconds": (state.get("init_from") or {}).get("source_cpu_seconds")}
         out = Path(args.json) if args.json else run_dir / "eval" / f"eval_{args.split}.json"
@@ -204,4 +207,6 @@ def _print_summary(result: dict, paths: dict) -> None:
     if summary["diversity"] is not None:
         line += f", diversity {summary['diversity']:.4f}"
     print(line)
+    if result.get("source", {}).get("ema", {}).get("method") or result.get("source", {}).get("ema", {}).get("data"):
+        print(f"EMA generator: {summary['ema']}")
     print(f"report: {paths['markdown']} | {paths['html']} | {paths['json']}")

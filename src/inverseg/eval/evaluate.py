@@ -302,9 +302,33 @@ def summarize(result: dict) -> dict:
         "extractor_sha256": result["protocol"]["feature_extractor"]["sha256"],
         "dataset": f"{result['dataset']['kind']}/{result['dataset']['split']}",
         "perception": perception_summary(source.get("perception"), source.get("kind")),
+        "ema": ema_summary(source.get("ema"), source.get("kind")),
         "init_from": source.get("init_from"),  # train CPU time does not include the run it started from
         "init_from_cpu_seconds": source.get("init_from_cpu_seconds"),
     }
+
+
+def ema_summary(record: dict | None, kind: str | None = "checkpoint") -> str:
+    """One line saying what the run's EMA generator went through before it was saved (OASIS: spectral-norm
+    re-normalisation, batch-norm re-estimation and on which training images), from its state.json."""
+    if kind == "images":
+        return "unknown (images, not a run)"
+    record = record or {}
+    method, data = record.get("method"), record.get("data")
+    if not method and not data:
+        return "not recorded (no EMA recalibration, or the run's state.json predates the record)"
+    parts = []
+    if method is not None:
+        layers = method.get("spectral_renormalised_layers", 0)
+        parts.append(f"spectral norm re-normalised ({layers} layers)" if layers else
+                     "spectral norm NOT re-normalised (averaged power-iteration vectors)")
+    if data:
+        estimate = f", {method['bn_estimate']}" if method and method.get("bn_estimate") else ""
+        parts.append(f"batch-norm statistics re-estimated on {data['batches']} batches × {data['batch_size']} = "
+                     f"{data['images']} of {data['split_images']} '{data['split']}' images, {data['order']}{estimate}")
+    elif method is not None and not method.get("bn_batches"):
+        parts.append("batch-norm statistics not re-estimated")
+    return "; ".join(parts)
 
 
 def perception_summary(records: dict | None, kind: str | None = "checkpoint") -> str:

@@ -172,6 +172,7 @@ def _protocol_rows(result: dict) -> list[tuple[str, str]]:
         ("images", ", ".join(f"{k} {v}" for k, v in protocol["num_images"].items())),
         ("samples per layout", f"{protocol['samples_per_layout']} ({protocol['scored_sample']})"),
         ("perception network in training", result.get("summary", {}).get("perception", "—")),
+        ("EMA generator", result.get("summary", {}).get("ema", "—")),
         *([("diversity network", (result["metrics"]["diversity"].get("weights") or {}).get("summary")
             or result["metrics"]["diversity"]["backbone"])] if result["metrics"]["diversity"] else []),
     ]

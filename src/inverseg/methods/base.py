@@ -116,6 +116,10 @@ class Method(nn.Module):
         return {name: dict(module.weights_record) for name, module in self.named_modules()
                 if isinstance(module, VGGFeatures) and hasattr(module, "weights_record")}
 
+    def before_training(self, open_split) -> None:
+        """Hook once before training starts or resumes; ``open_split()`` opens the training split without
+        augmentation (OASIS ``loss.class_balance: dataset``: class frequencies over the split)."""
+
     def before_checkpoint(self, batches) -> None:
         """Hook before weights are saved or sampled (OASIS: recompute EMA batch-norm statistics)."""
 

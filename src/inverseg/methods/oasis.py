@@ -12,9 +12,13 @@ noise (official: ``losses_D`` calls ``netG`` again), then the EMA update of G (d
 Adam β = (0, 0.999), G 1e-4 (Cityscapes 4e-4), D 4e-4, no decay.
 
 EMA (§3.4 / official ``utils.update_EMA``): the whole state dict is averaged (``ema.buffers: average``), and before
-every checkpoint and every gallery sampling the EMA generator's batch-norm statistics are re-estimated over
-``ema.recalibrate_batches`` training batches (official ≤ 50; momentum updates without reset,
-``recalibrate_cumulative: false``).  Galleries and the Pipeline use the EMA weights.
+every checkpoint and every gallery sampling (a) the spectral-norm vectors of the averaged weights are
+power-iterated to convergence (``ema.renormalize_spectral``; averaging leaves them non-unit, and an eval-mode
+forward would then divide by a too-small σ — the official code re-normalises through its train-mode recalibration
+passes), and (b) the EMA generator's batch-norm statistics are re-estimated over ``ema.recalibrate_batches``
+training batches (official ≤ 50; momentum updates without reset, ``recalibrate_cumulative: false``), drawn by the
+Trainer from a seeded shuffle of the training split.  Checkpoints hold the result, so evaluation and the Pipeline
+use the re-normalised, recalibrated EMA weights.
 
 Label encoding: one-hot of the classes [+ the don't-care channel = the spec's void pixels; OASIS's
 ``contain_dontcare_label`` index 0].  Loss targets: see ``losses/oasis.py`` (class c → c + 1, fake → 0, void →
@@ -36,6 +40,7 @@ import torch
 from ..labels import LabelSpec
 from ..losses.oasis import (
     class_balance_weights,
+    class_frequencies,
     fake_class_loss,
     labelmix_images,
     labelmix_loss,
@@ -45,7 +50,7 @@ from ..losses.oasis import (
 from ..losses.vgg import build_vgg_loss
 from ..models.oasis import NOISE_MODES, DISCRIMINATOR_WIDTHS, OASISDiscriminator, OASISGenerator, draw_noise, \
     resample_noise
-from ..nn.ema import make_ema, recalibrate_batch_norm, update_ema
+from ..nn.ema import make_ema, recalibrate_batch_norm, renormalize_spectral_norm, update_ema
 from ..nn.layers import initialize
 from .gan import EMAConfig, GANMethod, TTURConfig, encode_layout, make_optimizers, set_requires_grad
 
@@ -77,6 +82,9 @@ class OASISDiscriminatorConfig:
 @dataclass
 class OASISLossConfig:
     class_balancing: bool = True        # not --no_balancing_inloss
+    class_balance: str = "batch"        # batch: w_c from each batch's pixel counts (official) | dataset: from the
+                                        # training split's class shares, computed once (a remedy for small batches:
+                                        # at batch 4 one rare-class pixel gets weight ≈ T, up to 4,468 on CamVid)
     count_void: bool = True             # T in w_c = T/(n·count_c) counts void pixels too (official numel(label))
     zero_weight_classes: tuple[int, ...] = ()  # class ids with weight 0 (OASIS's don't care when it is a class,
                                                # e.g. Cityscapes labelId 0 'unlabeled')
@@ -97,6 +105,9 @@ class OASISEMAConfig(EMAConfig):
     buffers: str = "average"            # the whole state dict is averaged, BN statistics included (official)
     recalibrate_batches: int = 50       # update_EMA: ≤ 50 forward passes over training batches
     recalibrate_cumulative: bool = False  # False: momentum updates, no reset (official) | True: exact average
+    renormalize_spectral: bool = True   # power-iterate the averaged weights' spectral-norm vectors to convergence
+                                        # before every recalibration (official: its train-mode update_EMA passes);
+                                        # false = inverseg before issue 11: lerped u, v → σ low, EMA amplified
 
 
 @dataclass
@@ -121,6 +132,8 @@ class OASIS(GANMethod):
             raise ValueError(f"model.noise_mode must be one of {', '.join(NOISE_MODES)}, got {model.noise_mode!r}")
         if loss.labelmix_bits not in ("batch", "sample"):
             raise ValueError(f"loss.labelmix_bits must be 'batch' or 'sample', got {loss.labelmix_bits!r}")
+        if loss.class_balance not in ("batch", "dataset"):
+            raise ValueError(f"loss.class_balance must be 'batch' or 'dataset', got {loss.class_balance!r}")
         if loss.d_fake not in ("regenerate", "reuse"):
             raise ValueError(f"loss.d_fake must be 'regenerate' or 'reuse', got {loss.d_fake!r}")
         self.label_channels = spec.input_channels(model.dontcare_channel)
@@ -130,6 +143,8 @@ class OASIS(GANMethod):
         self.last_noise: torch.Tensor | None = None
         self._ema_updates = 0
         self._recalibrated_at: int | None = None
+        self._ema_record: dict | None = None
+        self.class_shares: torch.Tensor | None = None  # loss.class_balance=dataset: set by before_training
         self._recalibration_rng = torch.Generator().manual_seed(0)
         if not training:
             return
@@ -160,10 +175,23 @@ class OASIS(GANMethod):
             return None
         return (None, 0) if self.settings.model.dontcare_channel else (0, 1)
 
+    def before_training(self, open_split) -> None:
+        """``loss.class_balance: dataset``: each class's share of the training split's pixels, counted once."""
+        loss = self.settings.loss
+        if loss.class_balance != "dataset" or not loss.class_balancing:
+            return
+        dataset = open_split()
+        labels = (dataset[index]["label"] for index in range(len(dataset)))
+        self.class_shares = class_frequencies(labels, self.spec.num_classes, loss.zero_weight_classes,
+                                              loss.count_void)
+
     def balance_weights(self, label: torch.Tensor) -> torch.Tensor:
         loss = self.settings.loss
+        if loss.class_balance == "dataset" and loss.class_balancing and self.class_shares is None:
+            raise ValueError("loss.class_balance=dataset needs the training split's class shares: call "
+                             "method.before_training(open_split) first (the Trainer does)")
         return class_balance_weights(label, self.spec.num_classes, loss.zero_weight_classes, loss.count_void,
-                                     loss.class_balancing)
+                                     loss.class_balancing, self.class_shares)
 
     # ------------------------------------------------------------------ training
     def train_step(self, batch: dict, step: int) -> dict[str, float]:
@@ -206,20 +234,35 @@ class OASIS(GANMethod):
         generator(self.layout(label), self.noise(label, generator=self._recalibration_rng))
 
     def before_checkpoint(self, batches) -> None:
-        """Re-estimate the EMA generator's batch-norm statistics (official ``update_EMA``; §14.8).
+        """Make the EMA generator usable: spectral norm, then batch-norm statistics (official ``update_EMA``).
 
-        Runs once per EMA state: a checkpoint and a gallery at the same step share one recalibration.  The noise
-        comes from a fixed-seed generator, so the statistics are a function of the weights and the data only.
+        First the spectral-norm vectors are power-iterated on the averaged weights (``ema.renormalize_spectral``;
+        see ``nn.ema``), because the batch-norm statistics depend on the weights' scale; then the statistics are
+        re-estimated over ``ema.recalibrate_batches`` training batches (§14.8).  Runs once per EMA state: a
+        checkpoint and a gallery at the same step share one pass.  The noise comes from a fixed-seed generator,
+        so the statistics are a function of the weights and the data only.
         """
         ema = self.settings.ema
-        if getattr(self, "generator_ema", None) is None or ema.recalibrate_batches <= 0:
+        if getattr(self, "generator_ema", None) is None or self._recalibrated_at == self._ema_updates:
             return
-        if self._recalibrated_at == self._ema_updates:
-            return
-        self._recalibration_rng = torch.Generator().manual_seed(0)
-        recalibrate_batch_norm(self.generator_ema, self.recalibration_forward, batches(ema.recalibrate_batches),
-                               cumulative=ema.recalibrate_cumulative)
+        layers = renormalize_spectral_norm(self.generator_ema) if ema.renormalize_spectral else 0
+        used = 0
+        if ema.recalibrate_batches > 0:
+            self._recalibration_rng = torch.Generator().manual_seed(0)
+            used = recalibrate_batch_norm(self.generator_ema, self.recalibration_forward,
+                                          batches(ema.recalibrate_batches), cumulative=ema.recalibrate_cumulative)
         self._recalibrated_at = self._ema_updates
+        self._ema_record = {"spectral_renormalised_layers": layers, "bn_batches": used,
+                            "bn_estimate": "exact mean" if ema.recalibrate_cumulative else "momentum, no reset"}
+
+    def extra_state(self) -> dict:
+        """What the EMA generator in the checkpoint went through (``inverseg evaluate`` reports it), and the
+        dataset-wide class shares when the loss uses them."""
+        state = {"ema": self._ema_record} if self._ema_record else {}
+        if self.class_shares is not None:
+            state["class_shares"] = {name: round(float(share), 6)
+                                     for name, share in zip(self.spec.class_names, self.class_shares)}
+        return state
 
     def before_sampling(self, batches) -> None:
         self.before_checkpoint(batches)

@@ -8,7 +8,8 @@ from .discriminator import (
     num_layers_from_pix2pixhd,
     num_layers_from_spade,
 )
-from .ema import make_ema, recalibrate_batch_norm, update_ema
+from .ema import (effective_spectral_norms, make_ema, recalibrate_batch_norm, renormalize_spectral_norm,
+                  update_ema)
 from .layers import (
     check_divisible,
     conv_norm,
@@ -26,7 +27,8 @@ from .spade import SPADE, SPADEResBlock
 __all__ = [
     "SAFM", "SPADE", "MultiScaleDiscriminator", "PatchDiscriminator", "SPADEResBlock", "ShapeConditioning",
     "TwoStreamPatchDiscriminator", "broadcast_segments", "check_divisible", "conditional_depthwise_conv",
-    "conv_norm", "count_parameters", "downsample_avg", "initialize", "instance_average_pool",
-    "largest_singular_value", "make_ema", "num_layers_from_pix2pixhd", "num_layers_from_spade", "param_free_norm",
-    "recalibrate_batch_norm", "segment_index", "segment_mean", "spectral_norm", "update_ema",
+    "conv_norm", "count_parameters", "downsample_avg", "effective_spectral_norms", "initialize",
+    "instance_average_pool", "largest_singular_value", "make_ema", "num_layers_from_pix2pixhd",
+    "num_layers_from_spade", "param_free_norm", "recalibrate_batch_norm", "renormalize_spectral_norm",
+    "segment_index", "segment_mean", "spectral_norm", "update_ema",
 ]

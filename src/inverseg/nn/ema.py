@@ -8,7 +8,14 @@ Usage::
 
     ema = make_ema(generator)                  # a frozen deep copy, same state-dict keys
     update_ema(ema, generator, decay=0.9999)   # after each generator step
+    renormalize_spectral_norm(ema)             # before sampling/saving: σ of the *averaged* weights
     recalibrate_batch_norm(ema, lambda net, batch: net(encode(batch)), batches)
+
+Spectral norm under averaging: ``buffers="average"`` lerps the power-iteration vectors u, v as well, so they stop
+being unit vectors (and stop matching the averaged weight W); an eval-mode forward does no power iteration, so
+σ = uᵀWv is underestimated and the EMA weights W/σ come out amplified.  :func:`renormalize_spectral_norm` power-
+iterates on the averaged weights until σ converges.  The official code gets the same effect implicitly: its
+``update_EMA`` runs its ≤ 50 recalibration passes with the EMA network in train mode, one power iteration each.
 """
 
 from __future__ import annotations
@@ -17,8 +24,10 @@ import copy
 from typing import Callable, Iterable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
+from torch.nn.utils import parametrize
 
 BUFFER_MODES = ("copy", "average")
 
@@ -83,3 +92,65 @@ def recalibrate_batch_norm(model: nn.Module, run: Callable[[nn.Module, object], 
         for module, mode in modes.items():
             module.training = mode
     return count
+
+
+def spectral_norms(model: nn.Module) -> list[tuple[nn.Module, nn.Module]]:
+    """(parametrisation, parametrisation list) of every ``torch.nn.utils.parametrizations.spectral_norm`` in
+    ``model``; the list's ``original`` is the unnormalised weight."""
+    found = []
+    for module in model.modules():
+        if not parametrize.is_parametrized(module):
+            continue
+        for plist in module.parametrizations.values():
+            for item in plist:
+                if hasattr(item, "_u") and hasattr(item, "_v") and hasattr(item, "dim"):
+                    found.append((item, plist))
+    return found
+
+
+def _weight_matrix(weight: torch.Tensor, dim: int) -> torch.Tensor:
+    """The (rows, −1) matrix whose largest singular value spectral norm divides by (torch's reshaping)."""
+    if dim != 0:
+        weight = weight.permute(dim, *(d for d in range(weight.dim()) if d != dim))
+    return weight.flatten(1)
+
+
+@torch.no_grad()
+def renormalize_spectral_norm(model: nn.Module, tolerance: float = 1e-6, max_iterations: int = 2000,
+                              min_iterations: int = 3) -> int:
+    """Power-iterate every spectral norm's u, v on its current weight until σ = uᵀWv converges.
+
+    Needed after :func:`update_ema` (see the module docstring).  Starts from the stored v (re-normalised), so a
+    network whose vectors are already converged changes by less than ``tolerance``; stops when the relative change
+    of σ falls below ``tolerance`` (the Rayleigh-quotient estimate converges as (σ₂/σ₁)^2k) or after
+    ``max_iterations``.  Updates ``_u``/``_v`` in place; returns the number of spectral-norm layers.
+    """
+    layers = spectral_norms(model)
+    for norm, plist in layers:
+        matrix = _weight_matrix(plist.original, norm.dim)
+        v = F.normalize(norm._v, dim=0, eps=norm.eps)
+        if not bool(torch.isfinite(v).all()) or float(v.norm()) == 0.0:
+            v = F.normalize(torch.ones_like(v), dim=0)
+        sigma = None
+        for iteration in range(max_iterations):
+            u = F.normalize(torch.mv(matrix, v), dim=0, eps=norm.eps)
+            v = F.normalize(torch.mv(matrix.H, u), dim=0, eps=norm.eps)
+            estimate = float(torch.dot(u, torch.mv(matrix, v)))
+            done = sigma is not None and abs(estimate - sigma) <= tolerance * abs(estimate)
+            sigma = estimate
+            if done and iteration + 1 >= min_iterations:
+                break
+        norm._u.copy_(u)
+        norm._v.copy_(v)
+    return len(layers)
+
+
+def effective_spectral_norms(model: nn.Module) -> list[float]:
+    """The true largest singular value of each spectrally normalised weight as an eval-mode forward uses it
+    (W / uᵀWv with the stored vectors): 1 when the vectors are right (tests, diagnostics)."""
+    values = []
+    for norm, plist in spectral_norms(model):
+        matrix = _weight_matrix(plist.original.detach(), norm.dim).double()
+        sigma = torch.dot(norm._u.double(), torch.mv(matrix, norm._v.double()))
+        values.append(float(torch.linalg.matrix_norm(matrix / sigma, ord=2)))
+    return values

@@ -96,11 +96,13 @@ class Trainer:
                 group.setdefault("initial_lr", group["lr"])
         for problem in config_problems(config):  # e.g. an override that moves train.steps before rebalance_at
             self._say(f"note: {problem}")
+        self.recalibration_record: dict | None = None  # filled by recalibration_batches (state.json)
         self.init_record = None  # --init-from: what was loaded, left new and frozen (state.json "init_from")
         if not resume and config.train.init.source:
             self.init_record, lines = initialise_from(self.method, config.train.init)
             for line in lines:
                 self._say(line)
+        self.method.before_training(lambda: open_dataset(config.data, split=config.data.split, augment=False))
         self.validation = self._validation_samples()
         self.step = 0
         self.cpu_seconds_before = 0.0  # CPU time of earlier sessions of this run (the budget spans resumes)
@@ -387,11 +389,23 @@ class Trainer:
 
     # ------------------------------------------------------------------ outputs
     def recalibration_batches(self, count: int):
-        """A few training batches for hooks such as batch-norm recalibration (deterministic, no augmentation)."""
+        """Up to ``count`` training batches for hooks such as batch-norm recalibration (no augmentation).
+
+        The images come from a shuffle of the whole training split seeded by ``train.seed`` (the same images at
+        every call, so statistics depend on the weights only), as OASIS's ≤ 50 batches of its shuffled training
+        loader do — the first count×batch files would be consecutive frames of one sequence (CamVid).  What was
+        used is kept in ``self.recalibration_record`` (state.json ``ema_recalibration``).
+        """
         dataset = open_dataset(self.config.data, split=self.config.data.split, augment=False)
         size = self.config.train.batch_size
-        for index in range(min(count, len(dataset) // size)):
-            yield move(collate([dataset[index * size + j] for j in range(size)]), self.device)
+        seed = self.config.train.seed
+        order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed)).tolist()
+        used = min(count, len(dataset) // size)
+        self.recalibration_record = {
+            "split": self.config.data.split or "train", "batches": used, "batch_size": size, "images": used * size,
+            "split_images": len(dataset), "order": f"shuffled (seed {seed})", "augment": False}
+        for index in range(used):
+            yield move(collate([dataset[i] for i in order[index * size:(index + 1) * size]]), self.device)
 
     def save(self, epoch: int = 0) -> Path:
         """Write a checkpoint atomically; weights holding NaN/Inf are never saved (the previous one stays)."""
@@ -412,6 +426,8 @@ class Trainer:
             "method_state": self.method.extra_state(),
             "perception": self.method.perception_record(),  # the networks and weights files actually used
             "init_from": self.init_record,
+            # the training images the EMA generator's batch-norm statistics were last re-estimated on (None: never)
+            "ema_recalibration": self.recalibration_record,
             "cpu_seconds": round(time.process_time() - self.cpu_start, 3) if hasattr(self, "cpu_start") else 0.0,
             "lr_factor": self.lr_factor,
             "bad_steps": self.bad_steps,
