@@ -184,3 +184,29 @@ def test_unsupported_requests_are_one_line_errors(exported, tmp_path):
     safm, _ = build("safm-cpu", (H, W), "model.ngf=4", "model.spade_hidden=8")
     with pytest.raises(ExportError, match="not supported"):
         export_onnx(Pipeline(safm, SPEC, (H, W), None), tmp_path / "safm.onnx")
+
+
+def test_cli_export_then_synthesize_with_the_onnx_backend(tmp_path, capsys):
+    """inverseg export + inverseg synthesize --model write the PNGs synthesize --checkpoint writes (same seed)."""
+    from _studio_runs import OASIS_TINY, train_tiny
+    from inverseg.cli.main import main
+
+    run = train_tiny(tmp_path / "oasis", "oasis-cpu", *OASIS_TINY, "train.sample_k=1")
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    Image.fromarray(toy_label(1)[0].numpy().astype(np.uint8), "L").save(labels / "scene.png")
+    model = tmp_path / "export" / "oasis.onnx"
+    assert main(["export", "--checkpoint", str(run), "--format", "onnx", "--out", str(model)]) == 0
+    assert "max |onnx − eager|" in capsys.readouterr().out
+    common = ["--labels", str(labels), "--k", "2", "--seed", "3"]
+    assert main(["synthesize", "--checkpoint", str(run), "--out", str(tmp_path / "eager"), *common]) == 0
+    assert main(["synthesize", "--model", str(model), "--out", str(tmp_path / "onnx"), *common]) == 0
+    for name in ("scene_0.png", "scene_1.png"):
+        eager = np.asarray(Image.open(tmp_path / "eager" / name)).astype(int)
+        ours = np.asarray(Image.open(tmp_path / "onnx" / name)).astype(int)
+        assert np.abs(eager - ours).max() <= 1  # uint8 rounding of values ≤ 1e-4 apart
+    # the wrong pairings are one-line errors (exit 2)
+    assert main(["synthesize", "--checkpoint", str(run), "--backend", "onnx", "--out", str(tmp_path / "x"),
+                 *common]) == 2
+    assert "inverseg export" in capsys.readouterr().err
+    assert main(["export", "--checkpoint", str(run), "--out", str(tmp_path / "model.pt")]) == 2

@@ -59,6 +59,13 @@ class Pipeline:
         method.to(torch.device(device))
         return cls(method, spec, tuple(state["image_size"]), config, source=str(checkpoint))
 
+    @classmethod
+    def from_onnx(cls, path: str | Path, threads: int | None = None) -> "Pipeline":
+        """An ``inverseg export`` ONNX file on onnxruntime (``threads``: default torch's); no checkpoint needed."""
+        from .export import load_onnx_pipeline
+
+        return load_onnx_pipeline(path, threads)
+
     # ------------------------------------------------------------------ label input
     def read_label(self, label: LabelInput, source: str = "label", void_colour: bool = False) -> torch.Tensor:
         """Any supported label input → (H,W) int64 ids, validated against the model's classes."""

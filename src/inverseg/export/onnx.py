@@ -371,3 +371,24 @@ def export_onnx(pipe, out: str | Path, opset: int = DEFAULT_OPSET) -> list[Path]
            f"see the inverseg.* metadata")
     _write_metadata(out, entries, doc)
     return written
+
+
+def check_export(pipe, path: str | Path, batch: int = 2, tolerance: float = 1e-3) -> float:
+    """Run the written graph once on random inputs against the eager network; the max abs difference.
+
+    An ExportError when it exceeds ``tolerance`` (the tests hold 1e-4 on tiny models; deep 1024p networks
+    accumulate more float rounding, hence the looser default here).
+    """
+    from .runtime import open_session
+
+    module, inputs, _ = build_graph(pipe.method)
+    tensors = example_inputs(inputs, pipe.spec, batch=batch, seed=1)
+    with torch.no_grad():
+        eager = module(*tensors).numpy()
+    session = open_session(Path(path))
+    output = session.run(None, {item.name: tensor.numpy() for item, tensor in zip(inputs, tensors)})[0]
+    difference = float(abs(output - eager).max())
+    if not difference <= tolerance:
+        raise ExportError(f"{path}: onnxruntime differs from the eager network by {difference:.2e} (> {tolerance}); "
+                          f"fix: report it, and use --checkpoint RUN meanwhile")
+    return difference
