@@ -376,8 +376,9 @@ def export_onnx(pipe, out: str | Path, opset: int = DEFAULT_OPSET) -> list[Path]
 def check_export(pipe, path: str | Path, batch: int = 2, tolerance: float = 1e-3) -> float:
     """Run the written graph once on random inputs against the eager network; the max abs difference.
 
-    An ExportError when it exceeds ``tolerance`` (the tests hold 1e-4 on tiny models; deep 1024p networks
-    accumulate more float rounding, hence the looser default here).
+    An ExportError when it exceeds ``tolerance``.  The tests hold 1e-4 on tiny models; wide networks sum more
+    terms per output in a different order (oneDNN vs onnxruntime's MLAS): a random-weight ``crn-256p`` differs
+    by up to 5.5e-3 (benchmarks/onnx_speed.py), still below one uint8 level (7.8e-3).
     """
     from .runtime import open_session
 
@@ -390,5 +391,5 @@ def check_export(pipe, path: str | Path, batch: int = 2, tolerance: float = 1e-3
     difference = float(abs(output - eager).max())
     if not difference <= tolerance:
         raise ExportError(f"{path}: onnxruntime differs from the eager network by {difference:.2e} (> {tolerance}); "
-                          f"fix: report it, and use --checkpoint RUN meanwhile")
+                          f"fix: accept it with --tolerance (one uint8 level is 7.8e-3), or use --checkpoint RUN")
     return difference
