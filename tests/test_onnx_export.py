@@ -209,4 +209,6 @@ def test_cli_export_then_synthesize_with_the_onnx_backend(tmp_path, capsys):
     assert main(["synthesize", "--checkpoint", str(run), "--backend", "onnx", "--out", str(tmp_path / "x"),
                  *common]) == 2
     assert "inverseg export" in capsys.readouterr().err
+    assert main(["synthesize", "--checkpoint", str(model), "--out", str(tmp_path / "x"), *common]) == 2
+    assert "--model" in capsys.readouterr().err
     assert main(["export", "--checkpoint", str(run), "--out", str(tmp_path / "model.pt")]) == 2

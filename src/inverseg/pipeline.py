@@ -1,5 +1,7 @@
 """Inference: ``Pipeline.from_pretrained(run_or_checkpoint)`` then ``pipe(label)`` → list of PIL images.
 
+``Pipeline.from_onnx(file)`` runs an ``inverseg export`` file on onnxruntime instead (``export/runtime.py``).
+
 ``label`` may be a path to an index PNG, a colour-coded PNG (decoded with the run's palette; with
 ``void_colour=True`` the void colour means void, as the studio's canvas sends it), a numpy array or a tensor of ids.  Values outside the model's classes are the one-line LabelError,
 never a silent clamp.  The label is resized (nearest) to the model's resolution; ``size="input"`` resizes the

@@ -40,6 +40,8 @@ def register(subparsers) -> None:
 
 def open_pipeline(args) -> Pipeline:
     """--checkpoint → the PyTorch pipeline; --model → the same Pipeline on onnxruntime (no checkpoint needed)."""
+    if args.checkpoint and args.checkpoint.endswith(".onnx"):
+        raise UserError(f"--checkpoint {args.checkpoint} is an ONNX file; fix: --model {args.checkpoint}")
     backend = args.backend or ("onnx" if args.model else "torch")
     if backend == "onnx" and args.checkpoint:
         raise UserError(f"--backend onnx runs an exported file, not a checkpoint; fix: inverseg export --checkpoint "
