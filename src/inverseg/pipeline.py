@@ -1,5 +1,7 @@
 """Inference: ``Pipeline.from_pretrained(run_or_checkpoint)`` then ``pipe(label)`` → list of PIL images.
 
+``Pipeline.from_onnx(file)`` runs an ``inverseg export`` file on onnxruntime instead (``export/runtime.py``).
+
 ``label`` may be a path to an index PNG, a colour-coded PNG (decoded with the run's palette; with
 ``void_colour=True`` the void colour means void, as the studio's canvas sends it), a numpy array or a tensor of ids.  Values outside the model's classes are the one-line LabelError,
 never a silent clamp.  The label is resized (nearest) to the model's resolution; ``size="input"`` resizes the
@@ -58,6 +60,13 @@ class Pipeline:
         ckpt.load_method_weights(method, checkpoint, modules)
         method.to(torch.device(device))
         return cls(method, spec, tuple(state["image_size"]), config, source=str(checkpoint))
+
+    @classmethod
+    def from_onnx(cls, path: str | Path, threads: int | None = None) -> "Pipeline":
+        """An ``inverseg export`` ONNX file on onnxruntime (``threads``: default torch's); no checkpoint needed."""
+        from .export import load_onnx_pipeline
+
+        return load_onnx_pipeline(path, threads)
 
     # ------------------------------------------------------------------ label input
     def read_label(self, label: LabelInput, source: str = "label", void_colour: bool = False) -> torch.Tensor:

@@ -15,7 +15,7 @@ import sys
 from ..errors import InversegError
 
 COMMAND_MODULES = ("data", "weights", "train", "synthesize", "edit", "serve", "demo", "study", "bank", "evaluator",
-                   "evaluate", "compare")
+                   "evaluate", "compare", "export")
 
 
 class UserError(InversegError, RuntimeError):

@@ -18,9 +18,14 @@ def register(subparsers) -> None:
         "  inverseg synthesize --checkpoint runs/crn-camvid --labels ../shared/data/camvid/valannot --out out/\n"
         "  inverseg synthesize --checkpoint runs/crn-div --labels layout.png --out out/ --k 9\n"
         "  inverseg synthesize --checkpoint runs/spade --labels layout.png --out out/ --style-image photo.jpg\n"
-        "  inverseg synthesize --checkpoint runs/pix2pixhd --labels layout.png --out out/ --style 3\n",
+        "  inverseg synthesize --checkpoint runs/pix2pixhd --labels layout.png --out out/ --style 3\n"
+        "  inverseg synthesize --model crn.onnx --labels layout.png --out out/   # an 'inverseg export' file\n",
     )
-    parser.add_argument("--checkpoint", required=True, help="run directory or checkpoint directory")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", help="run directory or checkpoint directory (PyTorch)")
+    source.add_argument("--model", help="an ONNX file written by 'inverseg export' (runs on onnxruntime)")
+    parser.add_argument("--backend", choices=("torch", "onnx"),
+                        help="torch (with --checkpoint) or onnx (with --model); default: the one the source needs")
     parser.add_argument("--labels", required=True, help="label PNG (index or colour-coded) or a folder of them")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--k", type=int, default=1, help="images per label map (default 1)")
@@ -33,8 +38,29 @@ def register(subparsers) -> None:
     parser.set_defaults(func=run)
 
 
+def open_pipeline(args) -> Pipeline:
+    """--checkpoint → the PyTorch pipeline; --model → the same Pipeline on onnxruntime (no checkpoint needed)."""
+    if args.checkpoint and args.checkpoint.endswith(".onnx"):
+        raise UserError(f"--checkpoint {args.checkpoint} is an ONNX file; fix: --model {args.checkpoint}")
+    backend = args.backend or ("onnx" if args.model else "torch")
+    if backend == "onnx" and args.checkpoint:
+        raise UserError(f"--backend onnx runs an exported file, not a checkpoint; fix: inverseg export --checkpoint "
+                        f"{args.checkpoint} --format onnx --out model.onnx, then --model model.onnx")
+    if backend == "torch" and args.model:
+        raise UserError(f"--model {args.model} is an ONNX file: it runs with --backend onnx (the default for --model)")
+    if backend == "onnx":
+        if args.device != "cpu":
+            raise UserError(f"--backend onnx runs on the CPU; fix: drop --device {args.device}")
+        pipe = Pipeline.from_onnx(args.model)
+        if pipe.method.name == "sims":
+            print("note: the ONNX SIMS has no memory bank: it renders from an empty canvas (the retrieved canvases "
+                  "need --checkpoint RUN)", file=sys.stderr)
+        return pipe
+    return Pipeline.from_pretrained(args.checkpoint, device=args.device)  # a CheckpointError is one line already
+
+
 def run(args) -> int:
-    pipe = Pipeline.from_pretrained(args.checkpoint, device=args.device)  # a CheckpointError is one line already
+    pipe = open_pipeline(args)
     source = Path(args.labels)
     if source.is_dir():
         files = list_files(source, (".png", ".bmp", ".tif", ".tiff"))

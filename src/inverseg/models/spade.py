@@ -81,7 +81,7 @@ class SPADEGenerator(nn.Module):
         if self.z_dim:
             if z is None:
                 raise ValueError("this SPADE generator was built with a VAE latent: pass z (B, z_dim)")
-            x = self.fc(z).view(-1, 16 * self.ngf, *self.grid)
+            x = self.fc(z).unflatten(1, (16 * self.ngf, *self.grid))  # (a traced reshape keeps C known)
         else:
             x = self.fc(F.interpolate(cond, size=self.grid, mode="nearest"))
         cond = self.condition(cond)
