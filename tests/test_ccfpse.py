@@ -238,3 +238,12 @@ def test_train_and_synthesize_through_cli_and_pipeline(tmp_path):
     first, again = pipe(label, seed=3, style_image=photo)[0], pipe(label, seed=3, style_image=photo)[0]
     assert first.size == (W, H) and np.array_equal(np.asarray(first), np.asarray(again))
     assert len(pipe(label, k=3, seed=0)) == 3
+    # inverseg synthesize with the official test-time conditioning: z from a photo's posterior
+    from PIL import Image
+
+    Image.fromarray(label.astype(np.uint8)).save(tmp_path / "scene.png")
+    photo.save(tmp_path / "photo.png")
+    out = tmp_path / "out"
+    assert main(["synthesize", "--checkpoint", str(run), "--labels", str(tmp_path / "scene.png"), "--out", str(out),
+                 "--style-image", str(tmp_path / "photo.png"), "--seed", "1"]) == 0
+    assert Image.open(out / "scene.png").size == (W, H)

@@ -78,6 +78,8 @@ class CondConvBlock(nn.Module):
         self.kernel_size = kernel_size
         taps = kernel_size * kernel_size
         self.gen_weights1 = predictor(cond_channels, hidden, fin * taps)
+        # official: fout·9 kernels for the fmiddle-channel second conv — equal in every block (fmiddle = fout
+        # when fin ≥ fout) and the only width that runs otherwise
         self.gen_weights2 = predictor(cond_channels, hidden, middle * taps)
         self.gen_se_weights1 = predictor(cond_channels, hidden, middle, gate=True)
         self.gen_se_weights2 = predictor(cond_channels, hidden, fout, gate=True)
