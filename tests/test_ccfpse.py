@@ -226,6 +226,32 @@ def test_train_step_logs_the_official_terms_and_feature_matching_weights():
         build("ccfpse-cpu", (H, W), *TINY, "model.num_upsampling=most")
 
 
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_short_training_run_on_procedural_scenes_lowers_the_perceptual_loss():
+    """30 steps on 4 fixed procedural scenes (≈ 30 CPU-s) with real VGG weights: the VGG term falls by > 15 %
+    (23.3 → 18.0 when written; a 10× G learning rate, as only the direction is checked).  With random VGG weights
+    the term is ≈ 0.01 and flat, and the feature-matching term follows D's changing features, so neither shows
+    learning this early: the xavier(0.02) initialisation makes G's first outputs ≈ 1e-5."""
+    from inverseg.data import DataConfig, open_dataset
+    from inverseg.perception.weights import locate_vgg
+    from inverseg.train.trainer import collate
+
+    try:
+        locate_vgg("vgg19")
+    except Exception as error:  # WeightsMissingError: neither torchvision's VGG19 nor the offline VGG16
+        pytest.skip(f"no VGG weights: {error}")
+    torch.manual_seed(0)
+    method, _ = build("ccfpse-cpu", (H, W), *TINY, "loss.vgg_weights=auto", "model.ngf=8", "model.hidden=16",
+                      "optim.lr_generator=1e-3", training=True)
+    scenes = open_dataset(DataConfig(dataset="synthetic", size=(H, W), length=4), augment=False)
+    batch = collate([scenes[i] for i in range(4)])
+    history = [method.train_step(batch, step) for step in range(30)]
+    first, last = (float(np.mean([losses["g_vgg"] for losses in history[part]])) for part in (slice(0, 4),
+                                                                                               slice(-4, None)))
+    assert last < 0.85 * first
+
+
 def test_train_and_synthesize_through_cli_and_pipeline(tmp_path):
     run = tmp_path / "run"
     assert main(["train", "--config", "ccfpse-cpu", "--out", str(run), "--quiet", *overrides(), *TINY,
