@@ -56,8 +56,9 @@ def official_generator(semantic_nc: int, grid: tuple[int, int], more: bool, nf: 
         total += conv(cond, 128) + conv(128, fout * 9)                   # gen_weights2
         total += conv(cond, 128) + conv(128, mid)                        # gen_se_weights1
         total += conv(cond, 128) + conv(128, fout)                       # gen_se_weights2
-        total += bn(fin) + bn(mid) + bn(fin) + bn(mid) + bn(mid)         # conv_0.norm_layer, norm_0, norm_1, conv_2.norm_layer, norm_2
-        unused += bn(fin) + bn(mid) + bn(mid)                            # conv_0.norm_layer, norm_0, conv_2.norm_layer
+        # conv_0.norm_layer, norm_0, norm_1, conv_2.norm_layer, norm_2; the 1st, 2nd and 4th are never called
+        total += bn(fin) + bn(mid) + bn(fin) + bn(mid) + bn(mid)
+        unused += bn(fin) + bn(mid) + bn(mid)
         total += conv(fin, mid, 1) + conv(mid, fout, 1)                  # conv_1, conv_3
         if fin != fout:                                                  # conv_s + norm_s = SPADE(fin, cond)
             total += conv(fin, fout, 1, bias=False) + conv(cond, 128) + 2 * conv(128, fin)
