@@ -274,3 +274,17 @@ def test_train_and_synthesize_through_cli_and_pipeline(tmp_path):
     assert main(["synthesize", "--checkpoint", str(run), "--labels", str(tmp_path / "scene.png"), "--out", str(out),
                  "--style-image", str(tmp_path / "photo.png"), "--seed", "1"]) == 0
     assert Image.open(out / "scene.png").size == (W, H)
+
+
+@pytest.mark.slow
+def test_torchrun_keeps_identical_weights_on_every_rank(tmp_path):
+    """Two processes (gloo) through the shared Trainer: FPSE's D step, the VAE and the CC blocks' batch norms
+    need nothing method-specific under DDP."""
+    from test_distributed import TESTS, torchrun
+
+    job = ";".join([*overrides(), *TINY, "train.batch_size=1", "train.threads=1"])
+    result = torchrun(str(TESTS / "_ddp_worker.py"), str(tmp_path / "out.json"), str(tmp_path),
+                      f"ccfpse-cpu:{job}", timeout=400)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((tmp_path / "out.json").read_text())
+    assert report["ccfpse-cpu"] == {"step": 2, "identical": True, "world_size": 2}
