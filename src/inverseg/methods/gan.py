@@ -128,9 +128,8 @@ class GANMethod(Method):
 
         G's optimiser also holds the image/feature encoder (as officially).
         """
-        settings, model, loss = self.settings, self.settings.model, self.settings.loss
-        self.discriminator = build_discriminator(settings.discriminator, discriminator_channels, model.init,
-                                                 model.init_gain, zero_bias)
+        settings, loss = self.settings, self.settings.loss
+        self.discriminator = self.make_discriminator(discriminator_channels, zero_bias)
         self.adversarial = AdversarialLoss(loss.gan_mode, loss.scale_reduction)
         self.vgg_loss = None
         if loss.lambda_vgg > 0:
@@ -140,6 +139,11 @@ class GANMethod(Method):
         if self.encoder is not None:
             generator_params += list(self.encoder.parameters())
         self.optimizers = make_optimizers(generator_params, self.discriminator.parameters(), settings.optim)
+
+    def make_discriminator(self, in_channels: int, zero_bias: bool) -> nn.Module:
+        """The shared multi-scale PatchGAN on ``concat(layout, image)``; CC-FPSE builds its own D here."""
+        model = self.settings.model
+        return build_discriminator(self.settings.discriminator, in_channels, model.init, model.init_gain, zero_bias)
 
     # ------------------------------------------------------------------ training pieces
     def generator_losses(self, pred_fake, pred_real, fake: torch.Tensor, real: torch.Tensor) -> dict[str, torch.Tensor]:
