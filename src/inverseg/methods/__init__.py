@@ -19,6 +19,7 @@ METHODS = {
     "oasis": "inverseg.methods.oasis:OASIS",
     "safm": "inverseg.methods.safm:SAFM",
     "sesame": "inverseg.methods.sesame:SESAME",
+    "lggan": "inverseg.methods.lggan:LGGAN",
 }
 
 
