@@ -206,7 +206,8 @@ def test_local_terms_fall_when_the_generator_descends_on_them():
     """G alone, 20 Adam steps (lr 2e-2) on 4 fixed scenes: the per-class L1 and the classification loss decrease
     (their gradients reach the class convs, the classifier and the shared local decoder)."""
     torch.manual_seed(0)
-    method, _ = build("lggan-cpu", (H, W), *TINY, "model.ngf=8", training=True)
+    method, _ = build("lggan-cpu", (H, W), *TINY, "loss.lambda_vgg=0", "discriminator.ndf=4",
+                      "discriminator.num_layers=2", training=True)
     batch = procedural_batch(4)
     layout = method.layout(batch["label"], batch["instance"], training=True)
     optimiser = torch.optim.Adam(method.generator.parameters(), lr=2e-2, betas=(0.0, 0.9))
@@ -220,7 +221,7 @@ def test_local_terms_fall_when_the_generator_descends_on_them():
         history.append((float(l1.detach()), float(ce.detach())))
     first, last = np.mean(history[:3], 0), np.mean(history[-3:], 0)
     # the classification loss falls slowly from ln 11: the masked means are diluted by the class areas and the
-    # classifier starts at Xavier gain 0.02, as officially (measured: 2.390 → 2.348 in 20 steps)
+    # classifier starts at Xavier gain 0.02, as officially (about 2 % in these 20 steps)
     assert last[0] < 0.9 * first[0] and last[1] < 0.99 * first[1], (first, last)
 
 
