@@ -75,7 +75,6 @@ def test_paper_preset_cityscapes_parameters_and_a_reduced_resolution_forward():
     assert count_parameters(with_fc.generator) == official
 
 
-@pytest.mark.slow
 def test_paper_preset_ade20k_parameters_and_forward():
     method, config = build("lggan-ade20k", (64, 64), spec=get_scheme("ade20k"))
     assert method.label_channels == 151 and method.generator.num_branches == 52
@@ -235,3 +234,14 @@ def test_train_and_synthesize_through_cli_and_pipeline(tmp_path):
     label, _ = synthetic_pair(0)
     first, again = pipe(label)[0], pipe(label)[0]
     assert first.size == (W, H) and np.array_equal(np.asarray(first), np.asarray(again))
+    # inverseg synthesize on held-out layouts, and --init-from into a new run: no LGGAN-specific code paths
+    from PIL import Image
+
+    labels, out = tmp_path / "labels", tmp_path / "out"
+    labels.mkdir()
+    Image.fromarray(label.astype(np.uint8)).save(labels / "scene.png")
+    assert main(["synthesize", "--checkpoint", str(run), "--labels", str(labels), "--out", str(out)]) == 0
+    assert Image.open(out / "scene.png").size == (W, H)
+    again_run = tmp_path / "again"
+    assert main(["train", "--config", "lggan-cpu", "--out", str(again_run), "--quiet", "--init-from", str(run),
+                 *synthetic_overrides(1), *TINY, "train.num_samples=0"]) == 0
