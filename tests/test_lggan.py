@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from _gan_scenes import SPEC, H, W, build, synthetic_overrides, synthetic_pair, toy_label
+from _gan_scenes import H, W, build, synthetic_overrides, synthetic_pair, toy_label
 from inverseg.cli.main import main
 from inverseg.labels import get_scheme
 from inverseg.models.lggan import LGGANGenerator
@@ -41,8 +41,9 @@ def official_generator_parameters(semantic_nc: int, branches: int, classified: i
 
     nf = ngf
     fc = conv(semantic_nc, 16 * nf)                                       # built, never called without VAE
+    # head_0, G_middle_0/1, up_0 … up_3, conv_img (encoder and local widths are literals in the official file)
     trunk = (resblock(16 * nf, 16 * nf) * 3 + resblock(16 * nf, 8 * nf) + resblock(8 * nf, 4 * nf)
-             + resblock(4 * nf, 2 * nf) + resblock(2 * nf, nf) + conv(nf, 3))  # head_0, G_middle_0/1, up_0…3, conv_img
+             + resblock(4 * nf, 2 * nf) + resblock(2 * nf, nf) + conv(nf, 3))
     encoder = conv(semantic_nc, 64, 7) + conv(64, 128) + conv(128, 256) + conv(256, 512) + conv(512, 1024)
     local = (9 * 2 * conv(256, 256)                                      # resnet_blocks1…9
              + transposed(256, 128) + transposed(128, 64)                # deconv3_local, deconv4_local

@@ -8,8 +8,8 @@ per-class images and the class scores.  What changes against SPADE (official ``m
   feature matching (λ_FM 10 / num_D) and the VGG term (λ_VGG 10); their sum is G's objective.  The D step scores all
   three fakes (regenerated under ``no_grad``) against the real image: ``D_Fake`` is the sum of three hinge terms,
   and ``D_real`` too — the real image is scored three times with the same weights, i.e. 3 × one real term.
-* **Per-class L1** (``L1_Local``, on by default): Σ_k mean|image_k − real ⊙ M_k| · λ_L1 (λ_L1 = 1) — every class
-  branch learns to paint its own region.
+* **Per-class L1** (``L1_Local``, on by default): Σ_k mean|image_k − real ⊙ M_k| · λ_L1 (λ_L1 = 1 on Cityscapes,
+  10 on ADE20K) — every class branch learns to paint its own region.
 * **Classification** (``class``, λ 1): cross-entropy of the classifier on the masked mean feature of each branch
   against the branch's class index, averaged over the branches whose class is present (``valid_index``).
 * **Image L1** (``L1``, λ_L1 on each of the three images): in the code, but **off** in both shipped training

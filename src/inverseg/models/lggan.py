@@ -9,7 +9,8 @@ One shared encoder E feeds three heads (paper Fig. 2: E, G_g, G_l, G_w):
          start grid — it replaces SPADE's ``fc`` of the downsampled label map;
     G_g  the SPADE trunk (ResBlks 16nf ×3, 8nf, 4nf, 2nf, nf, conditioned on the full layout) → ``global``;
     G_l  9 reflect-padded residual blocks on x_encode, two stride-2 transposed convs (2nf, nf) → feature F at full
-         resolution; per class k: F ⊙ M_k → reflect-pad 3 → **class-specific** conv7 (nf → 3) → tanh = image_k;
+         resolution; per class k: F ⊙ M_k → reflect-pad 3 → **class-specific** conv7 (nf → 3) → tanh
+         = image_k;
          conv3 over all image_k (3K → 3) → tanh = ``local``;
     G_w  two transposed convs on x_encode (2nf, nf) → conv1 (nf → 2) → softmax = (A_local, A_global);
     out  A_local · local + A_global · global.
@@ -52,7 +53,8 @@ class LGGANOutputs:
 
 
 class LGGANGenerator(nn.Module):
-    """Layout (B, C, H, W) → image (B, 3, H, W) in [-1, 1]; ``forward(layout, details=True)`` → :class:`LGGANOutputs`.
+    """Layout (B, C, H, W) → image (B, 3, H, W) in [-1, 1]; ``forward(layout, details=True)`` →
+    :class:`LGGANOutputs`.
 
     ``num_classes``: the layout's class channels (first in the layout; then the don't-care channel when
     ``dontcare_channel``, then the instance-edge channel).  ``unused_start_conv`` builds the official network's
