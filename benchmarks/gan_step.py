@@ -1,4 +1,4 @@
-"""Train-step seconds and peak RSS of pix2pixHD, SPADE, SAFM and CC-FPSE at their CPU presets and at one paper preset each.
+"""Train-step seconds and peak RSS of pix2pixHD, SPADE, SAFM, CC-FPSE and LGGAN at their CPU presets and at one paper preset each.
 
 Each configuration runs in its own subprocess (so peak RSS belongs to it): build the method with the preset's
 settings (VGG weights as ``inverseg.perception.load_vgg`` finds them), make one procedural batch (street-like
@@ -40,6 +40,8 @@ CONFIGS = {
     "ccfpse-camvid-cpu": ("ccfpse-camvid-cpu", None, None, 3),
     "ccfpse-camvid-cpu,hidden=128": ("ccfpse-camvid-cpu", None, None, 3),
     "ccfpse-cityscapes@128x256,batch2": ("ccfpse-cityscapes", (128, 256), 2, 1),
+    "lggan-cpu": ("lggan-cpu", None, None, 3),
+    "lggan-camvid-cpu": ("lggan-camvid-cpu", None, None, 3),
 }
 # SAFM: the fake-image alignment term on from the first step, so the timed steps include the whole objective
 OVERRIDES = {name: ["loss.fake_seg_start=0"] for name in CONFIGS if name.startswith("safm")}

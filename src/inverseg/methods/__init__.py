@@ -20,6 +20,7 @@ METHODS = {
     "safm": "inverseg.methods.safm:SAFM",
     "sesame": "inverseg.methods.sesame:SESAME",
     "ccfpse": "inverseg.methods.ccfpse:CCFPSE",
+    "lggan": "inverseg.methods.lggan:LGGAN",
 }
 
 
