@@ -339,6 +339,64 @@ def test_network_shapes():
     assert OrderingNetwork(4, widths=(8, 8), hidden=8)(torch.rand(2, 9, 12, 16)).shape == (2, 4)
 
 
+def official_synthesis_256p_parameters() -> int:
+    """Parameters of the official synthesis_256_512.py network, counted from its source line by line.
+
+    Every slim.conv2d with layer norm: 3×3×in×out weights (no bias) + per-channel β, γ.  ``label`` inside
+    recursive_generator is label_input = 20-ch label ⊕ proposal (3) ⊕ mask (1) = 24 channels, concatenated into every
+    decoder level and the final block.  Heads: 1×1 convs with bias, 3 (RGB) and 20 (semantic) maps.
+    """
+    def conv(cin: int, cout: int) -> int:
+        return 9 * cin * cout + 2 * cout
+
+    guide = 24
+    encoder = (conv(24, 64) + conv(64, 64) + conv(64, 128) + conv(128, 128)
+               + conv(128, 256) + 2 * conv(256, 256) + conv(256, 512) + 2 * conv(512, 512)
+               + 3 * conv(512, 512) + 3 * conv(512, 512))
+    decoder = (conv(guide + 512, 512) + conv(512, 512)  # g_decoder_conv6: downsampled_6 ⊕ pool6
+               + conv(guide + 512 + 512, 512) + conv(512, 512)  # conv5: downsampled_5 ⊕ pool5 ⊕ net_6
+               + conv(guide + 512 + 512, 512) + conv(512, 512)  # conv4
+               + conv(guide + 256 + 512, 512) + conv(512, 512)  # conv3
+               + conv(guide + 128 + 512, 512) + conv(512, 512)  # conv2
+               + conv(guide + 64 + 512, 256) + conv(256, 256)  # conv1
+               + conv(guide + 256, 256) + conv(256, 256))  # g_decoder_final: label ⊕ net_1
+    heads = (256 * 3 + 3) + (256 * 20 + 20)
+    return encoder + decoder + heads
+
+
+def test_synthesis_decoder_sees_the_whole_input_like_the_official_network():
+    """Official recursive_generator(label_input): layout ⊕ canvas ⊕ mask re-enters every decoder level and the
+    final block, so the canvas reaches the decoder directly (the old wiring passed the layout alone)."""
+    torch.manual_seed(0)
+    network = SynthesisNetwork(5, (8, 16, 16), (1, 1, 2), (8, 16, 16), 8)
+    assert network.decoder_input == "full"
+    assert network.final.conv1.in_channels == 9 + 8  # 5 layout + 3 canvas + 1 mask, + decoder features
+    assert [block.conv1.in_channels for block in network.decoder] == [9 + 8 + 16, 9 + 16 + 16, 9 + 16]
+    seen = {}
+    network.final.register_forward_pre_hook(lambda module, args: seen.update(final=args[0]))
+    layout = torch.zeros(1, 5, 16, 24)
+    layout[:, 1] = 1
+    canvas = (torch.rand(1, 3, 16, 24) * 2 - 1).requires_grad_()
+    mask = torch.ones(1, 1, 16, 24)
+    network(layout, canvas, mask)
+    assert torch.allclose(seen["final"][:, 5:8], (canvas + 1) / 2)  # canvas in [0, 1], as official proposal/255
+    # the canvas reaches the full-resolution block directly, not only through pooled encoder features
+    gradient, = torch.autograd.grad(seen["final"][:, 5:8].sum(), canvas)
+    assert gradient.abs().sum() > 0
+    layout_only = SynthesisNetwork(5, (8, 16, 16), (1, 1, 2), (8, 16, 16), 8, decoder_input="layout")
+    assert layout_only.final.conv1.in_channels == 5 + 8
+    with pytest.raises(ValueError, match="decoder_input"):
+        SynthesisNetwork(5, (8,), (1,), (8,), 8, decoder_input="canvas")
+
+
+def test_sims_256p_synthesis_has_the_official_parameter_count():
+    """sims-256p's f against the official synthesis_256_512.py, counted independently (55 671 319)."""
+    network = SynthesisNetwork(20, (64, 128, 256, 512, 512, 512), (2, 2, 3, 3, 3, 3), (256, 512, 512, 512, 512, 512),
+                               256, semantic_classes=20)
+    assert official_synthesis_256p_parameters() == 55_671_319
+    assert sum(p.numel() for p in network.parameters()) == official_synthesis_256p_parameters()
+
+
 # ------------------------------------------------------------------------------------------ canvases
 def test_placement_and_rendering_geometry():
     crop = crop_tensor(np.full((8, 12, 3), 200, np.uint8), np.ones((8, 12), bool))

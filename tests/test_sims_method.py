@@ -248,3 +248,17 @@ def test_paper_preset_one_step_at_256x512(tmp_path):
     config = paper_config(tmp_path, (256, 512), "transform.batch_size=2", "order.batch_size=2")
     _, logs = run_one_step(config, tmp_path / "run")
     assert all(np.isfinite(v) for v in logs.values())
+
+
+def test_layout_only_checkpoint_gives_a_clear_error(tmp_path):
+    """A run trained with the layout-only decoder (the earlier default) does not load into the official wiring
+    with a bare shape dump: the error names model.decoder_input."""
+    from inverseg.train.checkpoint import CheckpointError
+
+    spec = SyntheticStreets.spec
+    trained = SIMS(tiny_synthetic(tmp_path, "model.decoder_input=layout").settings, spec, (48, 64), training=False)
+    fresh = SIMS(tiny_synthetic(tmp_path).settings, spec, (48, 64), training=False)
+    assert fresh.synthesis.decoder_input == "full"
+    with pytest.raises(CheckpointError, match="decoder_input: layout"):
+        fresh.load_checkpoint_state(trained.checkpoint_state())
+    trained.load_checkpoint_state(trained.checkpoint_state())  # same wiring loads

@@ -66,6 +66,9 @@ class SIMSModelConfig:
     final_width: int = 64  # the full-resolution block
     void_channel: bool = True  # official: 19 classes + void = 20 layout channels
     layout_resize: str = "bilinear"  # official (align_corners) | area (CRN)
+    # what every decoder level and the final block see besides features: full = layout ⊕ canvas ⊕ mask (official
+    # synthesis_*.py) | layout = the layout alone (earlier inverseg wiring; canvas only via encoder features)
+    decoder_input: str = "full"
 
 
 @dataclass
@@ -213,7 +216,7 @@ class SIMS(Method):
             layout_channels=layout_channels, encoder_widths=model.encoder_widths, encoder_convs=model.encoder_convs,
             decoder_widths=model.decoder_widths, final_width=model.final_width,
             semantic_classes=layout_channels if settings.loss.semantic_weight > 0 else 0,
-            layout_resize=model.layout_resize,
+            layout_resize=model.layout_resize, decoder_input=model.decoder_input,
         )
         transform = settings.transform
         self.transformer = TransformationNetwork(transform.widths, transform.convs, transform.params) \
@@ -245,6 +248,25 @@ class SIMS(Method):
             self.optimizers["transformer"] = torch.optim.Adam(self.transformer.parameters(), lr=transform.lr)
         if self.orderer is not None:
             self.optimizers["orderer"] = torch.optim.Adam(self.orderer.parameters(), lr=order.lr)
+
+    def load_checkpoint_state(self, state: dict[str, torch.Tensor], modules: tuple[str, ...] | None = None) -> None:
+        """Strict loading, with a clear error for runs trained before the official decoder wiring became the
+        default (their final block sees the layout alone: load them with ``model.decoder_input=layout``)."""
+        weight = state.get("synthesis.final.conv1.weight")
+        if weight is not None and "synthesis" in (modules or self.checkpoint_modules):
+            expected = self.synthesis.final.conv1.in_channels
+            if weight.shape[1] != expected:
+                from ..train.checkpoint import CheckpointError
+
+                layout_only = expected - (4 if self.synthesis.decoder_input == "full" else -4)
+                other = "layout" if self.synthesis.decoder_input == "full" else "full"
+                hint = (f"it was trained with model.decoder_input={other} (runs from before the official wiring "
+                        f"became the default have no such key); add 'decoder_input: {other}' to the model section of "
+                        f"the run's config (state.json) or retrain" if weight.shape[1] == layout_only
+                        else "its model section differs from this one")
+                raise CheckpointError(f"SIMS checkpoint does not fit: the synthesis network's final block takes "
+                                      f"{weight.shape[1]} input channels, this model {expected}; {hint}")
+        super().load_checkpoint_state(state, modules)
 
     # ------------------------------------------------------------------ bank and retrieval
     def open_bank(self) -> MemoryBank:
