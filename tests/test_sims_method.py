@@ -142,7 +142,17 @@ def test_canvas_is_built_from_retrieved_segments(tmp_path):
     assert canvas.mask.float().mean() > 0.3  # most of the layout receives material
     pasted = canvas.owner >= 0
     assert pasted.float().mean() > canvas.mask.float().mean()  # elision removed bands
-    assert torch.equal(canvas.layout, label)  # the input layout is not modified by default
+    # by default pasted segments are cut to their query region and the layout follows what was pasted (official
+    # rewrite): wherever the canvas shows a segment, the layout carries that segment's class, which is the query's
+    assert method.settings.canvas.clip_to_query and method.settings.canvas.modify_layout
+    assert torch.equal(canvas.layout[pasted], label[pasted])
+    changed = canvas.layout != label
+    assert (canvas.layout[changed] == SyntheticStreets.spec.ignore_index).all()  # uncovered object parts: void
+    unclipped = SIMS(tiny_synthetic(tmp_path, "canvas.clip_to_query=false", "canvas.modify_layout=false").settings,
+                     SyntheticStreets.spec, (48, 64), training=True)
+    plain = unclipped.build_canvas(label)
+    assert torch.equal(plain.layout, label)  # modify_layout=false keeps the input layout
+    assert (plain.owner >= 0).sum() >= pasted.sum()  # clipping only removes pixels
     # each pasted segment keeps its class: where the canvas shows a segment, the layout mostly agrees
     query = method.retriever.query(label.numpy())
     matches = method.retriever.retrieve(query)
@@ -151,18 +161,24 @@ def test_canvas_is_built_from_retrieved_segments(tmp_path):
         if match is not None:
             assert all(method.bank.classes[i] == query.decomposition.segments[j].class_id for i in match.indices)
     # the official options: layout rewritten, transforms rounded to the identity, mask-only image retrieval
-    official = tiny_synthetic(tmp_path, "canvas.modify_layout=true", "transform.round_to_identity=true",
+    official = tiny_synthetic(tmp_path, "canvas.clip_to_query=false", "transform.round_to_identity=true",
                               "retrieval.geometry=image", "retrieval.context=false", "order.mode=heuristic",
                               "transform.reject_if_worse=true")
     method = SIMS(official.settings, SyntheticStreets.spec, (48, 64), training=True)
     canvas = method.build_canvas(label)
     assert method.orderer is None and canvas.mask.any()
     changed = canvas.layout != label
-    assert not (changed & (canvas.owner < 0)).any()  # rewritten only where a pasted segment is visible
+    # rewritten where a pasted segment is visible, or to void in the query region of a pasted segment
+    assert (changed & (canvas.owner < 0)).sum() == ((canvas.layout == SyntheticStreets.spec.ignore_index)
+                                                    & changed & (canvas.owner < 0)).sum()
 
 
+@pytest.mark.slow
 def test_empty_canvas_still_follows_the_layout(tmp_path):
-    """The paper's lower bound (§3.4): with nothing on the canvas, f synthesises from the layout alone."""
+    """The paper's lower bound (§3.4): with nothing on the canvas, f synthesises from the layout alone.
+
+    With the official wiring (the canvas re-enters every decoder level) this toy needs ~300 steps to reach 0.94
+    (0.54 at 150); the layout-only wiring reached 0.95 at 150."""
     torch.manual_seed(0)
     data_root = colour_dataset(tmp_path / "data")
     config = folder_config(data_root, tmp_path, "simulate.empty_prob=0.5", "optim.lr=3e-3",
@@ -170,7 +186,7 @@ def test_empty_canvas_still_follows_the_layout(tmp_path):
     trainer = Trainer(config, tmp_path / "run", show_progress=False)
     method = trainer.method
     stream = trainer.batches(0)
-    for step in range(150):
+    for step in range(300):
         _, batch = next(stream)
         method.train()
         method.train_step(move(batch, trainer.device), step)
