@@ -452,6 +452,13 @@ def test_canvas_composition_order_and_elision():
                                modify_layout=True)
     assert rewritten.layout[10, 10] == 1 and rewritten.layout[15, 15] == 3  # … official option rewrites it
     assert int((canvas.display()[:, ~canvas.mask] == -1).all()) == 1  # empty pixels are shown black
+    # official inner elision: half the pixels of the inner boundary band turn white and stay covered
+    dark = [torch.full((3, 20, 20), -0.5), torch.full((3, 20, 20), -0.5)]
+    noisy = compose_canvas(dark, [square_a, square_b], [1, 0], 3, layout, elision_mode="noise",
+                           generator=torch.Generator().manual_seed(0))
+    white = (noisy.image == 1).all(0)
+    assert torch.equal(noisy.mask, square_a | square_b) and white.any()
+    assert not (white & ~(square_a | square_b)).any() and not white[5, 5]  # inside the segments, near edges
 
 
 def test_rewritten_layout_follows_what_was_pasted():

@@ -141,7 +141,11 @@ def test_canvas_is_built_from_retrieved_segments(tmp_path):
     canvas = method.build_canvas(label)
     assert canvas.mask.float().mean() > 0.3  # most of the layout receives material
     pasted = canvas.owner >= 0
-    assert pasted.float().mean() > canvas.mask.float().mean()  # elision removed bands
+    white = (canvas.image == 1).all(0)
+    assert white.any() and torch.equal(canvas.mask, pasted)  # official elision: white noise, still covered
+    eroded = SIMS(tiny_synthetic(tmp_path, "canvas.elision_mode=erode").settings, SyntheticStreets.spec, (48, 64),
+                  training=True).build_canvas(label)
+    assert (eroded.owner >= 0).float().mean() > eroded.mask.float().mean()  # erode: bands uncovered
     # by default pasted segments are cut to their query region and the layout follows what was pasted (official
     # rewrite): wherever the canvas shows a segment, the layout carries that segment's class, which is the query's
     assert method.settings.canvas.clip_to_query and method.settings.canvas.modify_layout

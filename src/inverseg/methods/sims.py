@@ -129,7 +129,11 @@ class CanvasConfig:
     """Test-time canvas (§3.3)."""
 
     elision: float = 0.035  # band elided around every pasted segment, fraction of the image height (official
-    #                         structuring elements are 0.035–0.08 × H)
+    #                         inner elision: strel('square', 0.035·H); other official elements 0.04–0.08 × H)
+    # noise: half the pixels of the inner band set to white, still covered (official, like the training canvases) |
+    # erode: the band uncovered (this library's earlier elision)
+    elision_mode: str = "noise"
+    elision_noise: float = 0.5  # official elision_ratio 0.5
     # official test_generate_canvas.m: the layout is rewritten to what was pasted (query regions void, pasted pixels
     # their segment's class, background classes — sky and stuff, class rank ≤ 1 — restored where left void)
     modify_layout: bool = True
@@ -491,8 +495,10 @@ class SIMS(Method):
         elision = int(round(self.settings.canvas.elision * height))
         void = self.spec.ignore_index if self.spec.ignore_index is not None else self.spec.num_classes
         background = tuple(int(c) for c in np.flatnonzero(self.ranks <= 1))
-        return compose(colours, masks, order, elision, label, classes, self.settings.canvas.modify_layout,
-                       query_masks=targets, keep_classes=background, void_id=void)
+        options = self.settings.canvas
+        return compose(colours, masks, order, elision, label, classes, options.modify_layout,
+                       query_masks=targets, keep_classes=background, void_id=void, elision_mode=options.elision_mode,
+                       noise_fraction=options.elision_noise, generator=torch.Generator().manual_seed(rank))
 
     @staticmethod
     def _render(crop, placement, window, theta, size) -> tuple[torch.Tensor, torch.Tensor]:

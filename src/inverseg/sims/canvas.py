@@ -150,10 +150,14 @@ class Canvas:
 def compose(colours: list[torch.Tensor], masks: list[torch.Tensor], order: list[int], elision_pixels: int,
             layout: torch.Tensor, classes: list[int] | None = None, modify_layout: bool = False,
             query_masks: list[torch.Tensor] | None = None, keep_classes: tuple[int, ...] = (),
-            void_id: int = 255) -> Canvas:
+            void_id: int = 255, elision_mode: str = "erode", noise_fraction: float = 0.5,
+            generator: torch.Generator | None = None) -> Canvas:
     """Paste segments back to front (``order[0]`` first, the front one last) and elide their boundaries.
 
-    Coverage = ∪_j erode(visible part of segment j, elision_pixels).  ``modify_layout`` (official
+    ``elision_mode="erode"``: coverage = ∪_j erode(visible part of segment j, elision_pixels), a band is left
+    uncovered.  ``"noise"`` (official test_generate_canvas.m "inner elision"): inside each visible part, a random
+    ``noise_fraction`` of the pixels within an ``elision_pixels``-wide square of its boundary are set to white and
+    stay covered — the same white noise the official training canvases carry.  ``modify_layout`` (official
     test_generate_canvas.m) rewrites the layout to what was pasted: the query region of every pasted segment
     (``query_masks``) becomes void, every pixel where a pasted segment is visible takes that segment's class, and
     void pixels whose input class is in ``keep_classes`` get it back (the official ``fill_context`` for
@@ -166,7 +170,16 @@ def compose(colours: list[torch.Tensor], masks: list[torch.Tensor], order: list[
         canvas.image = torch.where(masks[index][None], colours[index], canvas.image)
         canvas.owner[masks[index]] = index
     visible = torch.stack([canvas.owner == index for index in range(len(colours))])
-    canvas.mask = erode(visible, elision_pixels).any(0)
+    if elision_mode == "noise":
+        canvas.mask = visible.any(0)
+        if elision_pixels > 0 and noise_fraction > 0:
+            inner = torch.stack([boundary_band(part, elision_pixels) & part for part in visible]).any(0)
+            noise = inner & (torch.rand(inner.shape, generator=generator) < noise_fraction)
+            canvas.image = torch.where(noise[None], torch.ones_like(canvas.image), canvas.image)
+    elif elision_mode == "erode":
+        canvas.mask = erode(visible, elision_pixels).any(0)
+    else:
+        raise ValueError(f"elision_mode must be 'noise' or 'erode', got {elision_mode!r}")
     if modify_layout:
         if classes is None:
             raise ValueError("modify_layout needs the class of every pasted segment")
