@@ -464,7 +464,7 @@ def _simulate_official(image, decomposition, settings, chance, generator, bank, 
 
 
 __all__ = [
-    "Canvas", "SimulationSettings", "best_overlap", "boundary_band", "compose", "jitter_mask", "crop_tensor", "erode", "map_box", "paint_order", "placement_matrix",
-    "rect_matrix", "sample_crop", "sampling_theta", "simulate_canvas", "square_window", "union_box",
-    "unpremultiply",
+    "COLOUR_TRANSFERS", "Canvas", "OFFICIAL_MIN_AREA", "PROCEDURES", "SimulationSettings", "best_overlap",
+    "boundary_band", "compose", "crop_tensor", "erode", "jitter_mask", "map_box", "paint_order", "placement_matrix",
+    "rect_matrix", "sample_crop", "sampling_theta", "simulate_canvas", "square_window", "union_box", "unpremultiply",
 ]
