@@ -99,6 +99,17 @@ def evaluate_outputs(config, samples: list[dict], outputs: dict, split: str) -> 
     return report
 
 
+def save_outputs(folder: Path, samples: list[dict], outputs: dict) -> None:
+    from PIL import Image
+
+    from inverseg.utils.images import to_uint8
+
+    for kind, images in outputs.items():
+        (folder / kind).mkdir(parents=True, exist_ok=True)
+        for sample, image in zip(samples, images):
+            Image.fromarray(to_uint8(image)).save(folder / kind / f"{sample['name']}.png")
+
+
 def save_figure(path: str, spec, samples: list[dict], outputs: dict, rows: list[int]) -> None:
     """A small PNG: one row per chosen layout, columns layout | canvas | output | empty-canvas output | real."""
     from PIL import Image
@@ -126,6 +137,8 @@ def main(argv=None) -> int:
     parser.add_argument("--skip-networks", action="store_true", help="only retrieval and synthesis")
     parser.add_argument("--evaluate", action="store_true", help="mIoU and FD of both output sets (needs the "
                         "evaluator segmenter of the label set and size)")
+    parser.add_argument("--outputs", help="save DIR/retrieved, DIR/empty and DIR/canvas PNGs (NAME.png), for "
+                        "'inverseg evaluate --images DIR/retrieved --labels …' later")
     parser.add_argument("--figure", help="write layout | canvas | output | empty-canvas output | real rows here")
     parser.add_argument("--figure-rows", type=int, nargs="*", default=[0, 25, 50, 75],
                         help="which held-out layouts the figure shows")
@@ -200,6 +213,9 @@ def main(argv=None) -> int:
     result["seconds_per_layout"] = {key: round(value / count, 3) for key, value in seconds.items()}
     if args.evaluate:
         result["evaluation"] = evaluate_outputs(config, samples, outputs, args.split)
+    if args.outputs:
+        save_outputs(Path(args.outputs), samples, outputs)
+        result["outputs"] = args.outputs
     if args.figure:
         save_figure(args.figure, method.spec, samples, outputs, [i for i in args.figure_rows if i < count])
         result["figure"] = args.figure
