@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/sims_stages.py --run runs/sims-camvid-cpu-… [--split val] [--limit 101]
     .venv/bin/python benchmarks/sims_stages.py --run RUN --set retrieval.geometry=image retrieval.context=false
+    .venv/bin/python benchmarks/sims_stages.py --run RUN --skip-networks --evaluate --figure docs/figures/x.png
 
 * retrieval — top-1 mask IoU and context IoU of every query segment (the configured score), share of segments
   that found a candidate;
@@ -9,7 +10,10 @@
   (b) that copy aligned by T (the paper's L_T on data T never saw);
 * ordering network — agreement with the front/back labels of held-out adjacent pairs (depth or heuristic);
 * synthesis — pixel L1 (0–255 scale) and PSNR against the real photo, with the retrieved canvas and with an empty
-  canvas (the paper's lower bound), plus the canvas itself where it is covered; seconds per layout.
+  canvas (the paper's lower bound), plus the canvas itself where it is covered; seconds per layout;
+* ``--evaluate``: mIoU of the evaluator segmenter (against the input layouts) and FD of both output sets — the
+  ``inverseg evaluate`` protocol, once with the retrieved canvas and once with the empty canvas;
+* ``--figure PNG``: layout | canvas | output (retrieved canvas) | output (empty canvas) | real, a few val rows.
 """
 
 from __future__ import annotations
@@ -69,6 +73,58 @@ def evaluate_networks(method, dataset, config, count: int, seed: int) -> dict:
     return result
 
 
+def evaluate_outputs(config, samples: list[dict], outputs: dict, split: str) -> dict:
+    """mIoU (evaluator segmenter vs the input layouts) and FD for the retrieved-canvas and empty-canvas outputs."""
+    from inverseg.eval.evaluate import EvalData, GeneratedSet, evaluate_set
+    from inverseg.eval.features import load_extractor
+    from inverseg.eval.paths import default_evaluator_dir
+    from inverseg.eval.segmenter import load_segmenter
+
+    size = tuple(config.data.size)
+    data = EvalData(dataset=config.data.dataset, path=str(config.data.path), split=split)
+    real = data.open(size)
+    segmenter = load_segmenter(default_evaluator_dir(real.spec.name, size), real.spec)
+    extractor = load_extractor("auto")
+    names = [str(s["name"]) for s in samples]
+    labels = [s["label"] for s in samples]
+    report = {}
+    for kind in ("retrieved", "empty"):
+        generated = GeneratedSet(names, [[image] for image in outputs[kind]], labels, size)
+        result = evaluate_set(generated, data, segmenter, extractor, size, log=lambda *a: None)
+        scores = result["metrics"]["segmentation"]
+        report[kind] = {"miou_generated": round(float(scores["generated"]["miou"]), 4),
+                        "miou_real": round(float(scores["real"]["miou"]), 4),
+                        "fd": round(float(result["metrics"]["frechet"]["generated_vs_real"]), 2),
+                        "fd_name": result["metrics"]["frechet"]["name"]}
+    return report
+
+
+def save_outputs(folder: Path, samples: list[dict], outputs: dict) -> None:
+    from PIL import Image
+
+    from inverseg.utils.images import to_uint8
+
+    for kind, images in outputs.items():
+        (folder / kind).mkdir(parents=True, exist_ok=True)
+        for sample, image in zip(samples, images):
+            Image.fromarray(to_uint8(image)).save(folder / kind / f"{sample['name']}.png")
+
+
+def save_figure(path: str, spec, samples: list[dict], outputs: dict, rows: list[int]) -> None:
+    """A small PNG: one row per chosen layout, columns layout | canvas | output | empty-canvas output | real."""
+    from PIL import Image
+
+    from inverseg.utils.images import to_uint8
+
+    tiles = []
+    for i in rows:
+        layout = np.asarray(spec.colorize(samples[i]["label"]), dtype=np.uint8)
+        pictures = [to_uint8(outputs[key][i]) for key in ("canvas", "retrieved", "empty")]
+        tiles.append(np.concatenate([layout, *pictures, to_uint8(samples[i]["image"])], axis=1))
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.concatenate(tiles, axis=0)).save(path, optimize=True)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", required=True, help="a SIMS run directory (or checkpoint)")
@@ -79,6 +135,13 @@ def main(argv=None) -> int:
     parser.add_argument("--set", nargs="*", default=[], metavar="SECTION.KEY=VALUE",
                         help="change test-time settings, e.g. retrieval.geometry=image transform.round_to_identity=true")
     parser.add_argument("--skip-networks", action="store_true", help="only retrieval and synthesis")
+    parser.add_argument("--evaluate", action="store_true", help="mIoU and FD of both output sets (needs the "
+                        "evaluator segmenter of the label set and size)")
+    parser.add_argument("--outputs", help="save DIR/retrieved, DIR/empty and DIR/canvas PNGs (NAME.png), for "
+                        "'inverseg evaluate --images DIR/retrieved --labels …' later")
+    parser.add_argument("--figure", help="write layout | canvas | output | empty-canvas output | real rows here")
+    parser.add_argument("--figure-rows", type=int, nargs="*", default=[0, 25, 50, 75],
+                        help="which held-out layouts the figure shows")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     pipe = Pipeline.from_pretrained(args.run)
@@ -120,6 +183,7 @@ def main(argv=None) -> int:
 
     # synthesis with the retrieved canvas vs an empty canvas
     stats = {"retrieved": [], "empty": [], "canvas_where_covered": [], "coverage": []}
+    outputs: dict[str, list[torch.Tensor]] = {"retrieved": [], "empty": [], "canvas": []}
     seconds = {"canvas": 0.0, "synthesis": 0.0}
     for sample in samples:
         label, reference = sample["label"], sample["image"]
@@ -130,6 +194,9 @@ def main(argv=None) -> int:
         seconds["canvas"] += middle - start
         seconds["synthesis"] += time.perf_counter() - middle
         empty = method.sample(label[None], canvas="empty")[0, 0]
+        outputs["retrieved"].append(retrieved.cpu())
+        outputs["empty"].append(empty.cpu())
+        outputs["canvas"].append(canvas.display())
         for key, image in (("retrieved", retrieved), ("empty", empty)):
             stats[key].append(((image - reference).abs().mean().item(), ((image - reference) ** 2).mean().item()))
         covered = canvas.mask
@@ -144,6 +211,14 @@ def main(argv=None) -> int:
     }
     result["synthesis"]["canvas_coverage"] = round(float(np.mean(stats["coverage"])), 4)
     result["seconds_per_layout"] = {key: round(value / count, 3) for key, value in seconds.items()}
+    if args.evaluate:
+        result["evaluation"] = evaluate_outputs(config, samples, outputs, args.split)
+    if args.outputs:
+        save_outputs(Path(args.outputs), samples, outputs)
+        result["outputs"] = args.outputs
+    if args.figure:
+        save_figure(args.figure, method.spec, samples, outputs, [i for i in args.figure_rows if i < count])
+        result["figure"] = args.figure
     print(json.dumps(result, indent=1))
     return 0
 

@@ -13,10 +13,11 @@ from inverseg.labels import LabelSpec, get_scheme
 from inverseg.models.sims import (OrderingNetwork, SynthesisNetwork, TransformationNetwork, compose, invert_theta,
                                   params_to_theta, theta_to_rts, warp)
 from inverseg.sims.bank import BankError, BankSettings, MemoryBank, build_bank
-from inverseg.sims.canvas import (SimulationSettings, compose as compose_canvas, crop_tensor, erode, map_box,
-                                  paint_order, placement_matrix, sample_crop, sampling_theta, simulate_canvas,
-                                  square_window, unpremultiply)
-from inverseg.sims.colour import lab_to_rgb, reinhard_transfer, rgb_to_lab, rgb_to_lab_numpy, segment_stats
+from inverseg.sims.canvas import (SimulationSettings, boundary_band, compose as compose_canvas, crop_tensor, erode,
+                                  jitter_mask, map_box, paint_order, placement_matrix, sample_crop, sampling_theta,
+                                  simulate_canvas, square_window, unpremultiply)
+from inverseg.sims.colour import (lab_to_rgb, mkl_matrix, mkl_recolour, mkl_transfer, reinhard_transfer, rgb_to_lab,
+                                  rgb_to_lab_numpy, segment_stats)
 from inverseg.sims.ordering import order_input, pair_probability
 from inverseg.sims.retrieval import RetrievalSettings, Retriever
 from inverseg.sims.segments import (adjacent_pairs, class_ranks, decompose, depth_front, enlarge_box,
@@ -339,6 +340,64 @@ def test_network_shapes():
     assert OrderingNetwork(4, widths=(8, 8), hidden=8)(torch.rand(2, 9, 12, 16)).shape == (2, 4)
 
 
+def official_synthesis_256p_parameters() -> int:
+    """Parameters of the official synthesis_256_512.py network, counted from its source line by line.
+
+    Every slim.conv2d with layer norm: 3×3×in×out weights (no bias) + per-channel β, γ.  ``label`` inside
+    recursive_generator is label_input = 20-ch label ⊕ proposal (3) ⊕ mask (1) = 24 channels, concatenated into every
+    decoder level and the final block.  Heads: 1×1 convs with bias, 3 (RGB) and 20 (semantic) maps.
+    """
+    def conv(cin: int, cout: int) -> int:
+        return 9 * cin * cout + 2 * cout
+
+    guide = 24
+    encoder = (conv(24, 64) + conv(64, 64) + conv(64, 128) + conv(128, 128)
+               + conv(128, 256) + 2 * conv(256, 256) + conv(256, 512) + 2 * conv(512, 512)
+               + 3 * conv(512, 512) + 3 * conv(512, 512))
+    decoder = (conv(guide + 512, 512) + conv(512, 512)  # g_decoder_conv6: downsampled_6 ⊕ pool6
+               + conv(guide + 512 + 512, 512) + conv(512, 512)  # conv5: downsampled_5 ⊕ pool5 ⊕ net_6
+               + conv(guide + 512 + 512, 512) + conv(512, 512)  # conv4
+               + conv(guide + 256 + 512, 512) + conv(512, 512)  # conv3
+               + conv(guide + 128 + 512, 512) + conv(512, 512)  # conv2
+               + conv(guide + 64 + 512, 256) + conv(256, 256)  # conv1
+               + conv(guide + 256, 256) + conv(256, 256))  # g_decoder_final: label ⊕ net_1
+    heads = (256 * 3 + 3) + (256 * 20 + 20)
+    return encoder + decoder + heads
+
+
+def test_synthesis_decoder_sees_the_whole_input_like_the_official_network():
+    """Official recursive_generator(label_input): layout ⊕ canvas ⊕ mask re-enters every decoder level and the
+    final block, so the canvas reaches the decoder directly (the old wiring passed the layout alone)."""
+    torch.manual_seed(0)
+    network = SynthesisNetwork(5, (8, 16, 16), (1, 1, 2), (8, 16, 16), 8)
+    assert network.decoder_input == "full"
+    assert network.final.conv1.in_channels == 9 + 8  # 5 layout + 3 canvas + 1 mask, + decoder features
+    assert [block.conv1.in_channels for block in network.decoder] == [9 + 8 + 16, 9 + 16 + 16, 9 + 16]
+    seen = {}
+    network.final.register_forward_pre_hook(lambda module, args: seen.update(final=args[0]))
+    layout = torch.zeros(1, 5, 16, 24)
+    layout[:, 1] = 1
+    canvas = (torch.rand(1, 3, 16, 24) * 2 - 1).requires_grad_()
+    mask = torch.ones(1, 1, 16, 24)
+    network(layout, canvas, mask)
+    assert torch.allclose(seen["final"][:, 5:8], (canvas + 1) / 2)  # canvas in [0, 1], as official proposal/255
+    # the canvas reaches the full-resolution block directly, not only through pooled encoder features
+    gradient, = torch.autograd.grad(seen["final"][:, 5:8].sum(), canvas)
+    assert gradient.abs().sum() > 0
+    layout_only = SynthesisNetwork(5, (8, 16, 16), (1, 1, 2), (8, 16, 16), 8, decoder_input="layout")
+    assert layout_only.final.conv1.in_channels == 5 + 8
+    with pytest.raises(ValueError, match="decoder_input"):
+        SynthesisNetwork(5, (8,), (1,), (8,), 8, decoder_input="canvas")
+
+
+def test_sims_256p_synthesis_has_the_official_parameter_count():
+    """sims-256p's f against the official synthesis_256_512.py, counted independently (55 671 319)."""
+    network = SynthesisNetwork(20, (64, 128, 256, 512, 512, 512), (2, 2, 3, 3, 3, 3), (256, 512, 512, 512, 512, 512),
+                               256, semantic_classes=20)
+    assert official_synthesis_256p_parameters() == 55_671_319
+    assert sum(p.numel() for p in network.parameters()) == official_synthesis_256p_parameters()
+
+
 # ------------------------------------------------------------------------------------------ canvases
 def test_placement_and_rendering_geometry():
     crop = crop_tensor(np.full((8, 12, 3), 200, np.uint8), np.ones((8, 12), bool))
@@ -393,6 +452,35 @@ def test_canvas_composition_order_and_elision():
                                modify_layout=True)
     assert rewritten.layout[10, 10] == 1 and rewritten.layout[15, 15] == 3  # … official option rewrites it
     assert int((canvas.display()[:, ~canvas.mask] == -1).all()) == 1  # empty pixels are shown black
+    # official inner elision: half the pixels of the inner boundary band turn white and stay covered
+    dark = [torch.full((3, 20, 20), -0.5), torch.full((3, 20, 20), -0.5)]
+    noisy = compose_canvas(dark, [square_a, square_b], [1, 0], 3, layout, elision_mode="noise",
+                           generator=torch.Generator().manual_seed(0))
+    white = (noisy.image == 1).all(0)
+    assert torch.equal(noisy.mask, square_a | square_b) and white.any()
+    assert not (white & ~(square_a | square_b)).any() and not white[5, 5]  # inside the segments, near edges
+
+
+def test_rewritten_layout_follows_what_was_pasted():
+    """Official test_generate_canvas.m: the query regions of pasted segments become void, pasted pixels take their
+    segment's class, background classes are restored where left void (fill_context)."""
+    layout = torch.zeros(20, 20, dtype=torch.long)
+    layout[4:16, 4:16] = 3  # a car query on sky
+    layout[0:4, :] = 1  # a building strip
+    car_query, building_query = layout == 3, layout == 1
+    car_pasted = torch.zeros(20, 20, dtype=torch.bool)
+    car_pasted[6:16, 4:12] = True  # the retrieved car covers only part of the query
+    building_pasted = torch.zeros(20, 20, dtype=torch.bool)
+    building_pasted[0:2, :] = True
+    colours = [torch.zeros(3, 20, 20), torch.ones(3, 20, 20)]
+    canvas = compose_canvas(colours, [car_pasted, building_pasted], [1, 0], 0, layout, classes=[3, 1],
+                            modify_layout=True, query_masks=[car_query, building_query], keep_classes=(0, 1),
+                            void_id=255)
+    assert (canvas.layout[car_pasted] == 3).all() and (canvas.layout[building_pasted] == 1).all()
+    assert (canvas.layout[car_query & ~car_pasted] == 255).all()  # an object: void where nothing was pasted
+    assert (canvas.layout[building_query & ~building_pasted] == 1).all()  # background: its class comes back
+    assert (canvas.layout[layout == 0] == 0).all()  # untouched elsewhere
+    assert torch.equal(layout[4, 4], torch.tensor(3))  # the input is not modified in place
 
 
 def test_paint_order_is_topological_and_breaks_cycles():
@@ -411,38 +499,143 @@ def test_erode_keeps_image_borders():
     assert eroded[:, :3].all() and not eroded[:, 3:].any()  # the left image border does not erode
 
 
-def test_simulated_canvas_stencils_recolours_and_elides(tmp_path):
+def test_own_mask_simulation_stencils_recolours_and_elides(tmp_path):
+    """The earlier procedure, kept as simulate.procedure=own-mask."""
     layouts = [layout_with((1, 0, 0, 32, 16), (3, 20, 20, 28, 30))]
     bank = build_bank(ListDataset([layout_with((1, 0, 16, 32, 32), (3, 4, 4, 12, 14))]), tmp_path / "bank",
                       BankSettings(grid=16), progress=False)
     sample = ListDataset(layouts)[0]
     decomposition = decompose(sample["label"].numpy(), 4)
     generator = torch.Generator().manual_seed(0)
-    # plain stencil: the canvas is the image where covered
-    canvas, mask = simulate_canvas(sample["image"], decomposition,
-                                   SimulationSettings(drop_prob=0, empty_prob=0, colour_transfer_prob=0,
-                                                      elision_prob=0), generator)
-    assert mask.all() and torch.equal(canvas, sample["image"])
+
+    def own_mask(**changes):
+        plain = dict(procedure="own-mask", drop_prob=0, empty_prob=0, colour_transfer_prob=0, elision_prob=0)
+        return SimulationSettings(**{**plain, **changes})
+
+    # plain stencil: the canvas is the image where covered, the layout unchanged
+    canvas, mask, layout = simulate_canvas(sample["image"], decomposition, own_mask(), generator)
+    assert mask.all() and torch.equal(canvas, sample["image"]) and torch.equal(layout, sample["label"])
     # always empty
-    canvas, mask = simulate_canvas(sample["image"], decomposition, SimulationSettings(empty_prob=1.0), generator)
+    canvas, mask, _ = simulate_canvas(sample["image"], decomposition, own_mask(empty_prob=1.0), generator)
     assert not mask.any() and (canvas == -1).all()
     # always drop
-    _, mask = simulate_canvas(sample["image"], decomposition,
-                              SimulationSettings(drop_prob=1.0, empty_prob=0), generator)
+    _, mask, _ = simulate_canvas(sample["image"], decomposition, own_mask(drop_prob=1.0), generator)
     assert not mask.any()
     # elision only: fewer pixels, all of them interior
-    _, mask = simulate_canvas(sample["image"], decomposition,
-                              SimulationSettings(drop_prob=0, empty_prob=0, colour_transfer_prob=0, elision_prob=1,
-                                                 max_elision=0.1), generator)
+    _, mask, _ = simulate_canvas(sample["image"], decomposition, own_mask(elision_prob=1, max_elision=0.1),
+                                 generator)
     assert 0 < mask.sum() < 32 * 32 and not mask[19, 25] and mask[24, 25]
     # colour transfer: kept pixels move towards the bank's statistics of the same class, geometry unchanged
-    canvas, mask = simulate_canvas(sample["image"], decomposition,
-                                   SimulationSettings(drop_prob=0, empty_prob=0, colour_transfer_prob=1,
-                                                      colour_space="rgb", elision_prob=0), generator, bank=bank)
+    canvas, mask, _ = simulate_canvas(sample["image"], decomposition,
+                                      own_mask(colour_transfer_prob=1, colour_transfer="reinhard", colour_space="rgb"),
+                                      generator, bank=bank)
     assert mask.all()
     car = sample["label"] == 3
     target = torch.from_numpy(np.array(bank.segments[int(bank.indices_of_class(3)[0])]["rgb_mean"]))
     assert torch.allclose(canvas[:, car].mean(1), target.float(), atol=0.02)
+
+
+def official_simulation_case(tmp_path):
+    """A training image with a car at rows/cols 8–20 and a bank of three images: A (car at 10–22 × 12–24, the best
+    overlap), B (a car far away) and the training image itself (index 2, which retrieval must skip)."""
+    own = layout_with((3, 8, 8, 20, 20))
+    bank_layouts = [layout_with((3, 10, 12, 22, 24)), layout_with((3, 0, 26, 6, 32)), own]
+    bank = build_bank(ListDataset(bank_layouts), tmp_path / "bank", BankSettings(grid=16), progress=False)
+    sample = ListDataset([own])[0]
+    return sample, decompose(own, 4), bank, torch.from_numpy(bank_layouts[0] == 3)
+
+
+def official(**changes) -> SimulationSettings:
+    plain = dict(empty_prob=0, colour_transfer_prob=0, noise_fraction=0, label_noise=False, search_images=0)
+    return SimulationSettings(**{**plain, **changes})
+
+
+def test_official_simulation_stencils_with_the_best_overlapping_segment_of_another_image(tmp_path):
+    """train_generate_synthesis.m: each segment is stencilled with its own mask ∩ the mask of the best-IoU same-class
+    segment of *another* image, so the canvas disagrees with the layout (the old code used the own mask)."""
+    sample, decomposition, bank, car_a = official_simulation_case(tmp_path)
+    assert SimulationSettings().procedure == "official"
+    ranks = class_ranks(SPEC.class_names)
+    canvas, mask, layout = simulate_canvas(sample["image"], decomposition, official(), torch.Generator(), bank=bank,
+                                           source=2, ranks=ranks)
+    car, sky = sample["label"] == 3, sample["label"] == 0
+    expected = (car & car_a) | (sky & ~car_a)  # each own segment ∩ image A's segment of its class
+    assert torch.equal(mask, expected)
+    assert not mask.all()  # the parts of the own car outside A's car are not pasted
+    assert torch.equal(canvas[:, mask], sample["image"][:, mask])  # the training image's own pixels
+    assert (canvas[:, ~mask] == -1).all()
+    assert torch.equal(layout, sample["label"])  # label_noise off
+    # without the exclusion the image finds itself (IoU 1) and the canvas is the whole image
+    _, mask, _ = simulate_canvas(sample["image"], decomposition, official(), torch.Generator(), bank=bank, ranks=ranks)
+    assert mask.all()
+    # segments under min_area are neither searched nor pasted
+    _, mask, _ = simulate_canvas(sample["image"], decomposition, official(min_area=0.5), torch.Generator(),
+                                 bank=bank, source=2, ranks=ranks)
+    assert torch.equal(mask, sky & ~car_a)  # the sky (86 % of the image) stays, the car (14 %) is gone
+
+
+def test_official_simulation_puts_white_noise_on_the_boundary_band(tmp_path):
+    sample, decomposition, bank, car_a = official_simulation_case(tmp_path)
+    generator = torch.Generator().manual_seed(0)
+    canvas, mask, _ = simulate_canvas(sample["image"], decomposition, official(noise_band=0.1, noise_fraction=0.5),
+                                      generator, bank=bank, source=2, ranks=class_ranks(SPEC.class_names))
+    white = (canvas == 1).all(0)
+    band = boundary_band((sample["label"] == 3) & car_a, 3) | boundary_band((sample["label"] == 0) & ~car_a, 3)
+    assert white.any() and not (white & ~band).any()  # noise only near pasted boundaries ...
+    assert 0.3 < float(white[band].float().mean()) < 0.7  # ... on about half of the band
+    assert mask[white].all()  # noise pixels count as covered (official: mask = proposal ≠ 0)
+    assert (canvas[:, 2, 2] == sample["image"][:, 2, 2]).all()  # far from any boundary: the photo
+    # the band: both sides of the edge, dilated by a 3×3 square
+    square = torch.zeros(12, 12, dtype=torch.bool)
+    square[4:8, 4:8] = True
+    band = boundary_band(square, 3)
+    assert band[2:10, 2:10].all() and int(band.sum()) == 64
+
+
+def test_official_simulation_perturbs_the_input_layout_with_void_holes(tmp_path):
+    """'label map add noise': void where the retrieved segment or a jittered copy spills outside a segment; the
+    segment itself keeps its class."""
+    sample, decomposition, bank, car_a = official_simulation_case(tmp_path)
+    ranks = class_ranks(SPEC.class_names)
+    _, _, layout = simulate_canvas(sample["image"], decomposition, official(label_noise=True, jitter_rotation=0),
+                                   torch.Generator(), bank=bank, source=2, ranks=ranks, void_id=255)
+    car = sample["label"] == 3
+    assert torch.equal(layout == 255, car_a & ~car)  # A's car spills into the sky: void there, nowhere else
+    assert (layout[car] == 3).all()  # the car (painted after the sky) restores its own pixels
+    # the jitter adds holes next to the segments, never inside the car
+    _, _, layout = simulate_canvas(sample["image"], decomposition, official(label_noise=True, jitter_rotation=20),
+                                   torch.Generator().manual_seed(1), bank=bank, source=2, ranks=ranks)
+    assert (layout == 255).sum() > (car_a & ~car).sum() and (layout[car] == 3).all()
+    # jitter_mask: a rotated and shifted copy of about the same area; no rotation = no change
+    mask = torch.from_numpy(layout_with((1, 8, 8, 24, 20)) == 1)
+    assert torch.equal(jitter_mask(mask, 0.0, torch.Generator()), mask)
+    copies = [jitter_mask(mask, 10.0, torch.Generator().manual_seed(seed)) for seed in range(5)]
+    assert any(not torch.equal(copy, mask) for copy in copies)
+    assert all(abs(int(copy.sum()) - int(mask.sum())) < 0.15 * int(mask.sum()) for copy in copies)
+
+
+def test_mkl_colour_transfer_matches_mean_and_covariance():
+    """Pitié & Kokaram's linear Monge–Kantorovich map (official colour_transfer_MKL.m): the moved colours have the
+    target's mean and full covariance (Reinhard matches only per-channel mean/std); T is symmetric."""
+    torch.manual_seed(0)
+    source = torch.randn(4000, 3, dtype=torch.float64) @ torch.tensor([[0.3, 0.1, 0.0], [0.0, 0.2, 0.05],
+                                                                        [0.0, 0.0, 0.1]], dtype=torch.float64)
+    target = torch.randn(3000, 3, dtype=torch.float64) @ torch.tensor([[0.1, 0.08, 0.06], [0.0, 0.05, 0.0],
+                                                                        [0.02, 0.0, 0.2]], dtype=torch.float64) + 0.3
+    moved = mkl_transfer(source, target)
+    assert torch.allclose(moved.mean(0), target.mean(0), atol=1e-9)
+    assert torch.allclose(torch.cov(moved.T, correction=0), torch.cov(target.T, correction=0), atol=1e-9)
+    cov_s, cov_t = torch.cov(source.T, correction=0), torch.cov(target.T, correction=0)
+    matrix = mkl_matrix(cov_s, cov_t)
+    assert torch.allclose(matrix, matrix.T, atol=1e-9) and bool((torch.linalg.eigvalsh(matrix) > 0).all())
+    assert torch.allclose(matrix @ cov_s @ matrix.T, cov_t, atol=1e-9)
+    # on an image: only the chosen pixels move, the fit comes from the source mask, values stay in [-1, 1]
+    image = torch.rand(3, 8, 8) * 2 - 1
+    region = torch.zeros(8, 8, dtype=torch.bool)
+    region[2:6, 2:6] = True
+    recoloured = mkl_recolour(image, region, target.float().clamp(-1, 1))
+    assert torch.equal(recoloured[:, ~region], image[:, ~region]) and recoloured.abs().max() <= 1
+    assert SimulationSettings().colour_transfer == "mkl" and SimulationSettings().colour_transfer_prob == 0.2
 
 
 def test_colour_conversion_and_reinhard_transfer():

@@ -66,6 +66,9 @@ class SIMSModelConfig:
     final_width: int = 64  # the full-resolution block
     void_channel: bool = True  # official: 19 classes + void = 20 layout channels
     layout_resize: str = "bilinear"  # official (align_corners) | area (CRN)
+    # what every decoder level and the final block see besides features: full = layout ⊕ canvas ⊕ mask (official
+    # synthesis_*.py) | layout = the layout alone (earlier inverseg wiring; canvas only via encoder features)
+    decoder_input: str = "full"
 
 
 @dataclass
@@ -126,8 +129,17 @@ class CanvasConfig:
     """Test-time canvas (§3.3)."""
 
     elision: float = 0.035  # band elided around every pasted segment, fraction of the image height (official
-    #                         structuring elements are 0.035–0.08 × H)
-    modify_layout: bool = False  # official: rewrite the layout to the pasted segments' classes
+    #                         inner elision: strel('square', 0.035·H); other official elements 0.04–0.08 × H)
+    # noise: half the pixels of the inner band set to white, still covered (official, like the training canvases) |
+    # erode: the band uncovered (this library's earlier elision)
+    elision_mode: str = "noise"
+    elision_noise: float = 0.5  # official elision_ratio 0.5
+    # official test_generate_canvas.m: the layout is rewritten to what was pasted (query regions void, pasted pixels
+    # their segment's class, background classes — sky and stuff, class rank ≤ 1 — restored where left void)
+    modify_layout: bool = True
+    # pasted segments are cut to their query segment's region (not in the official code, which pastes the whole
+    # transformed segment and lets the rewritten layout follow it); false = official
+    clip_to_query: bool = True
 
 
 @dataclass
@@ -213,7 +225,7 @@ class SIMS(Method):
             layout_channels=layout_channels, encoder_widths=model.encoder_widths, encoder_convs=model.encoder_convs,
             decoder_widths=model.decoder_widths, final_width=model.final_width,
             semantic_classes=layout_channels if settings.loss.semantic_weight > 0 else 0,
-            layout_resize=model.layout_resize,
+            layout_resize=model.layout_resize, decoder_input=model.decoder_input,
         )
         transform = settings.transform
         self.transformer = TransformationNetwork(transform.widths, transform.convs, transform.params) \
@@ -225,6 +237,7 @@ class SIMS(Method):
         self._bank: MemoryBank | None = None
         self._retriever: Retriever | None = None
         self._transform_pool: np.ndarray | None = None
+        self._sources: dict[str, int] | None = None
         self._last_sample: tuple[torch.Tensor, torch.Tensor] | None = None
         self.last_extras: dict[str, torch.Tensor] = {}
         if not training:
@@ -245,6 +258,25 @@ class SIMS(Method):
             self.optimizers["transformer"] = torch.optim.Adam(self.transformer.parameters(), lr=transform.lr)
         if self.orderer is not None:
             self.optimizers["orderer"] = torch.optim.Adam(self.orderer.parameters(), lr=order.lr)
+
+    def load_checkpoint_state(self, state: dict[str, torch.Tensor], modules: tuple[str, ...] | None = None) -> None:
+        """Strict loading, with a clear error for runs trained before the official decoder wiring became the
+        default (their final block sees the layout alone: load them with ``model.decoder_input=layout``)."""
+        weight = state.get("synthesis.final.conv1.weight")
+        if weight is not None and "synthesis" in (modules or self.checkpoint_modules):
+            expected = self.synthesis.final.conv1.in_channels
+            if weight.shape[1] != expected:
+                from ..train.checkpoint import CheckpointError
+
+                layout_only = expected - (4 if self.synthesis.decoder_input == "full" else -4)
+                other = "layout" if self.synthesis.decoder_input == "full" else "full"
+                hint = (f"it was trained with model.decoder_input={other} (runs from before the official wiring "
+                        f"became the default have no such key); add 'decoder_input: {other}' to the model section of "
+                        f"the run's config (state.json) or retrain" if weight.shape[1] == layout_only
+                        else "its model section differs from this one")
+                raise CheckpointError(f"SIMS checkpoint does not fit: the synthesis network's final block takes "
+                                      f"{weight.shape[1]} input channels, this model {expected}; {hint}")
+        super().load_checkpoint_state(state, modules)
 
     # ------------------------------------------------------------------ bank and retrieval
     def open_bank(self) -> MemoryBank:
@@ -276,28 +308,41 @@ class SIMS(Method):
         logs.update(self._synthesis_step(batch))
         return logs
 
-    def simulated_canvases(self, image: torch.Tensor, label: torch.Tensor,
-                           generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Training canvases (§3.4) for a batch: (B, 3, H, W) in [-1, 1] and (B, 1, H, W) masks, on the batch's
-        device."""
-        canvases, masks = [], []
-        for picture, ids in zip(image.detach().cpu(), label.cpu()):
+    def simulated_canvases(self, image: torch.Tensor, label: torch.Tensor, names: list[str] | None = None,
+                           generator: torch.Generator | None = None
+                           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Training canvases (§3.4) for a batch: (B, 3, H, W) in [-1, 1], (B, 1, H, W) masks and the (B, H, W)
+        layouts the network gets (with the official procedure's void holes), on the batch's device.  ``names``
+        (the samples' names) keep an image's own segments out of its retrieval, as officially."""
+        canvases, masks, layouts = [], [], []
+        void = self.spec.ignore_index if self.spec.ignore_index is not None else self.spec.num_classes
+        for n, (picture, ids) in enumerate(zip(image.detach().cpu(), label.cpu())):
             decomposition = self.bank.settings.decompose(ids.numpy(), self.spec)
-            canvas, mask = simulate_canvas(picture.float(), decomposition, self.settings.simulate, generator,
-                                           bank=self.bank)
+            source = self._source_index(names[n]) if names is not None else None
+            canvas, mask, layout = simulate_canvas(picture.float(), decomposition, self.settings.simulate, generator,
+                                                   bank=self.bank, source=source, ranks=self.ranks, void_id=void)
             canvases.append(canvas)
             masks.append(mask)
-        return torch.stack(canvases).to(image.device), torch.stack(masks)[:, None].float().to(image.device)
+            layouts.append(layout)
+        return (torch.stack(canvases).to(image.device), torch.stack(masks)[:, None].float().to(image.device),
+                torch.stack(layouts).to(label.device))
+
+    def _source_index(self, name: str) -> int | None:
+        """The bank's index of the training image called ``name`` (None: not in the bank)."""
+        if self._sources is None:
+            self._sources = {source: index for index, source in enumerate(self.bank.meta.get("sources", []))}
+        return self._sources.get(str(name))
 
     def _synthesis_step(self, batch: dict) -> dict[str, float]:
         image, label = batch["image"], batch["label"]
-        canvas, mask = self.simulated_canvases(image, label)
-        rgb, semantic = self.synthesis(self.encode(label), canvas, mask)
-        keys = batch.get("name") if self.perceptual.cache is not None else None
+        names = batch.get("name")
+        canvas, mask, layout = self.simulated_canvases(image, label, list(names) if names is not None else None)
+        rgb, semantic = self.synthesis(self.encode(layout), canvas, mask)
+        keys = names if self.perceptual.cache is not None else None
         loss, logs = self.perceptual(rgb, image, keys=keys)
         result = {key.replace("weighted/", "w_"): float(value) for key, value in logs.items()
                   if key.startswith("weighted/")}
-        if semantic is not None:
+        if semantic is not None:  # official: the target is the original label, not the perturbed input
             cross_entropy = F.cross_entropy(semantic, self._semantic_target(label), ignore_index=-100)
             loss = loss + self.settings.loss.semantic_weight * cross_entropy
             result["semantic_ce"] = float(cross_entropy.detach())
@@ -443,10 +488,17 @@ class SIMS(Method):
                     colour, mask = plain_colour, plain_mask
             colours.append(colour)
             masks.append(mask)
+        if self.settings.canvas.clip_to_query:
+            masks = [mask & target for mask, target in zip(masks, targets)]
         classes = [query.decomposition.segments[j].class_id for j, _ in chosen]
         order = paint_order(len(chosen), self._pair_beliefs(query.decomposition, [j for j, _ in chosen], label))
         elision = int(round(self.settings.canvas.elision * height))
-        return compose(colours, masks, order, elision, label, classes, self.settings.canvas.modify_layout)
+        void = self.spec.ignore_index if self.spec.ignore_index is not None else self.spec.num_classes
+        background = tuple(int(c) for c in np.flatnonzero(self.ranks <= 1))
+        options = self.settings.canvas
+        return compose(colours, masks, order, elision, label, classes, options.modify_layout,
+                       query_masks=targets, keep_classes=background, void_id=void, elision_mode=options.elision_mode,
+                       noise_fraction=options.elision_noise, generator=torch.Generator().manual_seed(rank))
 
     @staticmethod
     def _render(crop, placement, window, theta, size) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,13 +1,17 @@
 """The three networks of SIMS (Qi, Chen, Jia, Koltun, CVPR 2018): synthesis f, transformation T, ordering.
 
 * :class:`SynthesisNetwork` — f(C, L) (§3.4): an encoder–decoder with skip connections.  The encoder builds a
-  multi-scale representation of (canvas, canvas mask, layout); the decoder is a cascade of CRN refinement modules
-  (``models/crn.py``) that see, at every scale, the layout resized to that scale, the encoder features of that
-  scale and the upsampled coarser decoder features.  Official ``synthesis_256_512.py``: 24 input channels (20-ch
-  label + canvas RGB/255 + mask), encoder blocks of 2,2,3,3,3,3 convs with 64,128,256,512,512,512 maps each
-  followed by a 3×3/2 average pool, decoder blocks of 2 convs (512 ×5, then 256), a final 2×256 block at full
-  resolution with the label, then a linear RGB head ((x+1)/2·255, i.e. read as [-1, 1]) and a 20-class semantic
-  head.  All convs: 3×3, no bias, layer norm, LReLU(0.2), like CRN.
+  multi-scale representation of (layout, canvas, canvas mask); the decoder is a cascade of CRN refinement modules
+  (``models/crn.py``) that see, at every scale, the *whole network input* (layout ⊕ canvas ⊕ canvas mask) resized
+  to that scale, the encoder features of that scale and the upsampled coarser decoder features.  Official
+  ``synthesis_256_512.py``: ``label_input = concat([label, proposal, mask])`` (24 channels: 20-ch label + canvas
+  RGB/255 + mask) is the tensor that ``recursive_generator`` calls ``label``; every ``downsampled_k`` and the final
+  full-resolution concat resize that 24-channel tensor, so pasted texture reaches every decoder level directly.
+  Encoder blocks of 2,2,3,3,3,3 convs with 64,128,256,512,512,512 maps each followed by a 3×3/2 average pool,
+  decoder blocks of 2 convs (512 ×5, then 256), a final 2×256 block at full resolution, then a linear RGB head
+  ((x+1)/2·255, i.e. read as [-1, 1]) and a 20-class semantic head.  All convs: 3×3, no bias, layer norm,
+  LReLU(0.2), like CRN.  ``decoder_input="layout"`` feeds the decoder the layout alone (this library's earlier
+  wiring, kept as an option): canvas detail then reaches the decoder only through pooled encoder features.
 * :class:`TransformationNetwork` — T (§3.2): a spatial transformer.  A VGG-like encoder of (retrieved colour,
   retrieved mask, target mask) in a square window, global average pooling and a linear layer initialised to the
   identity transform.  Official ``transformation.py`` predicts 6 free affine parameters (FC weights 0, bias =
@@ -67,7 +71,11 @@ class SynthesisNetwork(nn.Module):
     ``decoder_widths[i]``: the decoder block at the scale of encoder level i's pooled output (same order, shallow
     → deep); ``final_width``: the full-resolution block.  ``layout_resize``: how the layout is brought to each
     scale — "bilinear" (official, align_corners=True) or "area" (CRN's soft class fractions).
+    ``decoder_input``: what every decoder level and the final block concatenate — "full" (official: layout ⊕
+    canvas ⊕ mask, the whole network input) or "layout" (the layout alone).
     """
+
+    DECODER_INPUTS = ("full", "layout")
 
     def __init__(
         self,
@@ -78,6 +86,7 @@ class SynthesisNetwork(nn.Module):
         final_width: int,
         semantic_classes: int = 0,
         layout_resize: str = "bilinear",
+        decoder_input: str = "full",
     ):
         super().__init__()
         encoder_widths, encoder_convs = tuple(encoder_widths), tuple(encoder_convs)
@@ -88,30 +97,35 @@ class SynthesisNetwork(nn.Module):
                              f"decoder_widths {list(decoder_widths)} must have one entry per level")
         if layout_resize not in ("bilinear", "area"):
             raise ValueError(f"layout_resize must be 'bilinear' or 'area', got {layout_resize!r}")
+        if decoder_input not in self.DECODER_INPUTS:
+            raise ValueError(f"decoder_input must be 'full' or 'layout', got {decoder_input!r}")
         self.layout_channels = layout_channels
         self.in_channels = layout_channels + 4  # + canvas RGB in [0, 1] (zero where empty) + canvas mask
         self.layout_resize = layout_resize
+        self.decoder_input = decoder_input
+        guide = self.in_channels if decoder_input == "full" else layout_channels  # re-injected at every scale
         self.encoder = nn.ModuleList()
         previous = self.in_channels
         for width, convs in zip(encoder_widths, encoder_convs):
             self.encoder.append(ConvStack(previous, width, convs))
             previous = width
-        # decoder block i sees: layout @ scale i + encoder pool i + upsampled decoder block i+1
+        # decoder block i sees: guide @ scale i + encoder pool i + upsampled decoder block i+1
         self.decoder = nn.ModuleList()
         for index, width in enumerate(decoder_widths):
             coarser = decoder_widths[index + 1] if index + 1 < len(decoder_widths) else 0
-            self.decoder.append(RefinementModule(layout_channels + encoder_widths[index] + coarser, width))
-        self.final = RefinementModule(layout_channels + decoder_widths[0], final_width)
+            self.decoder.append(RefinementModule(guide + encoder_widths[index] + coarser, width))
+        self.final = RefinementModule(guide + decoder_widths[0], final_width)
         self.to_rgb = nn.Conv2d(final_width, 3, 1)
         self.to_semantic = nn.Conv2d(final_width, semantic_classes, 1) if semantic_classes else None
         tf_slim_init(self)
 
-    def _layout_at(self, layout: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        if tuple(layout.shape[-2:]) == tuple(size):
-            return layout
+    def _at_scale(self, guide: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """The decoder's guide (full input or layout) at one decoder scale (official ``downsampled_k``)."""
+        if tuple(guide.shape[-2:]) == tuple(size):
+            return guide
         if self.layout_resize == "area":
-            return F.adaptive_avg_pool2d(layout, size)
-        return F.interpolate(layout, size=size, mode="bilinear", align_corners=True)
+            return F.adaptive_avg_pool2d(guide, size)
+        return F.interpolate(guide, size=size, mode="bilinear", align_corners=True)
 
     @staticmethod
     def _up(x: torch.Tensor, size) -> torch.Tensor:
@@ -126,6 +140,7 @@ class SynthesisNetwork(nn.Module):
         mask = mask.float()
         canvas01 = (canvas + 1) / 2 * mask  # official: proposal / 255, zero where nothing was pasted
         x = torch.cat([layout, canvas01, mask], dim=1)
+        guide = x if self.decoder_input == "full" else layout
         pooled = []
         for block in self.encoder:
             x = _pool(block(x))
@@ -133,11 +148,11 @@ class SynthesisNetwork(nn.Module):
         features = None
         for index in reversed(range(len(self.decoder))):
             size = pooled[index].shape[-2:]
-            parts = [self._layout_at(layout, size), pooled[index]]
+            parts = [self._at_scale(guide, size), pooled[index]]
             if features is not None:
                 parts.append(self._up(features, size))
             features = self.decoder[index](torch.cat(parts, dim=1))
-        features = self.final(torch.cat([layout, self._up(features, layout.shape[-2:])], dim=1))
+        features = self.final(torch.cat([guide, self._up(features, layout.shape[-2:])], dim=1))
         semantic = self.to_semantic(features) if self.to_semantic is not None else None
         return self.to_rgb(features), semantic
 

@@ -1,11 +1,12 @@
-"""Colour statistics and Reinhard colour transfer for simulated canvases (SIMS §3.4, "colour transfer").
+"""Colour statistics and colour transfer for simulated canvases (SIMS §3.4, "colour transfer").
 
 At test time the segments pasted on a canvas come from different photographs and disagree in tone and illumination.
 SIMS simulates that when training the synthesis network: a segment of the training image is recoloured towards a
-segment of the same class from the memory bank.  The official code uses Pitié's iterative distribution transfer
-(``colour-transfer-master/colour_transfer_IDT.m``); here it is Reinhard et al. (2001) mean/std matching — a
-documented deviation (docs/methods/sims.md), cheap enough to run per segment per training step on a CPU.  Reinhard
-worked in lαβ; we use CIE L*a*b* (D65), the common modern choice, or plain RGB (``space="rgb"``).
+segment of the same class from another photograph.  The official ``train_generate_synthesis.m`` calls
+``colour_transfer_MKL`` (Pitié & Kokaram 2007, "The linear Monge-Kantorovitch linear colour mapping for
+example-based colour transfer"; the same ``colour-transfer-master`` folder also holds Pitié's iterative IDT, which
+the synthesis data does not use): :func:`mkl_transfer` here, the default.  :func:`reinhard_transfer` (Reinhard et
+al. 2001, mean/std per channel in CIE L*a*b* or RGB) is the cheaper option this library used before.
 
 All images are torch tensors in [-1, 1] (the library convention), shape (3, H, W) or (B, 3, H, W).
 """
@@ -110,5 +111,53 @@ def reinhard_transfer(image: torch.Tensor, mask: torch.Tensor, target_mean: torc
     return torch.where(mask.unsqueeze(0), recoloured, image)
 
 
-__all__ = ["from_space", "lab_to_rgb", "masked_stats", "reinhard_transfer", "rgb_to_lab", "rgb_to_lab_numpy",
+def _sqrt_psd(matrix: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eigenvectors U and the square roots of the eigenvalues (clipped at ``eps``) of a symmetric 3×3 matrix."""
+    values, vectors = torch.linalg.eigh(matrix)
+    return vectors, values.clamp_min(eps).sqrt()
+
+
+def mkl_matrix(source_cov: torch.Tensor, target_cov: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """The linear Monge–Kantorovich map T between two colour covariances: T Σ_s Tᵀ = Σ_t, T symmetric positive.
+
+    T = Σ_s^{-1/2} (Σ_s^{1/2} Σ_t Σ_s^{1/2})^{1/2} Σ_s^{-1/2} — of all linear maps taking the source Gaussian to
+    the target one, the one that moves colours least (Pitié & Kokaram 2007, eq. 11).  Eigenvalues are clipped at
+    ``eps`` so flat segments (a rank-deficient Σ_s) stay finite, as in the reference implementation.
+    """
+    u_s, root_s = _sqrt_psd(source_cov, eps)
+    half = u_s @ torch.diag(root_s) @ u_s.T  # Σ_s^{1/2}
+    inverse_half = u_s @ torch.diag(1.0 / root_s) @ u_s.T  # Σ_s^{-1/2}
+    u_c, root_c = _sqrt_psd(half @ target_cov @ half, eps)
+    middle = u_c @ torch.diag(root_c) @ u_c.T  # (Σ_s^{1/2} Σ_t Σ_s^{1/2})^{1/2}
+    return inverse_half @ middle @ inverse_half
+
+
+def mkl_transfer(source: torch.Tensor, target: torch.Tensor, values: torch.Tensor | None = None) -> torch.Tensor:
+    """Fit the map that gives (N, 3) ``source`` colours the mean and covariance of (M, 3) ``target`` colours,
+    x' = T (x − μ_s) + μ_t with T = :func:`mkl_matrix` (official ``colour_transfer_MKL.m``, in RGB), and apply it
+    to ``values`` (default: ``source``)."""
+    source64, target64 = source.double(), target.double()
+    mean_s, mean_t = source64.mean(0), target64.mean(0)
+    centred_s, centred_t = source64 - mean_s, target64 - mean_t
+    matrix = mkl_matrix(centred_s.T @ centred_s / len(source64), centred_t.T @ centred_t / len(target64))
+    values = source if values is None else values
+    return ((values.double() - mean_s) @ matrix.T + mean_t).to(values.dtype)
+
+
+def mkl_recolour(image: torch.Tensor, source_mask: torch.Tensor, target: torch.Tensor,
+                 apply_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """A (3, H, W) image in [-1, 1] whose ``apply_mask`` pixels (default: ``source_mask``) are moved by the MKL map
+    fitted from the ``source_mask`` pixels to the (M, 3) ``target`` colours (also in [-1, 1]); clipped to [-1, 1]
+    like the official ``z(z<0) = 0; z(z>1) = 1``."""
+    apply_mask = source_mask if apply_mask is None else apply_mask
+    if int(source_mask.sum()) < 2 or len(target) < 2 or not bool(apply_mask.any()):
+        return image
+    values = image.permute(1, 2, 0)  # (H, W, 3)
+    result = values.clone()
+    result[apply_mask] = mkl_transfer(values[source_mask], target, values[apply_mask]).clamp(-1, 1)
+    return result.permute(2, 0, 1).contiguous()
+
+
+__all__ = ["from_space", "lab_to_rgb", "masked_stats", "mkl_matrix", "mkl_recolour", "mkl_transfer",
+           "reinhard_transfer", "rgb_to_lab", "rgb_to_lab_numpy",
            "segment_stats", "to_space"]
