@@ -51,6 +51,10 @@ class PerceptualConfig:
     window: int | None = None  # steps averaged before rebalancing (paper: the 100th epoch; None: all steps)
     final_layer_boost: float = 1.0  # official scripts: 10 on conv5_2 (not in the paper)
     diversity_mean_mix: float = 0.0  # official: 0.001 · mean over outputs mixed into the per-class min
+    # Deviation (not in the paper or the official code), off by default: an extra balanced term "colour" = L1
+    # between the mean colours of each class region of output and photo.  Removes the colour cast of an
+    # under-trained CRN (docs/methods/crn.md "Colour cast"); λ for it is balanced like the other terms.
+    colour_term: bool = False
     cache_reference: bool = False  # keep reference VGG features in RAM across epochs (verified by checksum)
     cache_max_mb: int = 4096  # float32 features; CamVid train at 96×128 needs ≈ 2.1 GB
 
@@ -133,9 +137,13 @@ class CRN(Method):
         vgg = build_vgg(loss, tuple(loss.layers))
         cache = ReferenceCache(max_bytes=loss.cache_max_mb * 2**20) if loss.cache_reference \
             else None
-        term_names = ("pixel", *loss.layers)
+        term_names = ("pixel", *loss.layers) + (("colour",) if loss.colour_term else ())
+        if loss.colour_term and loss.balance.startswith("official-"):
+            raise ValueError(f"loss.balance={loss.balance} has the official 6 constants, but loss.colour_term adds "
+                             f"a 7th term; fix: loss.balance=once (measures λ for every term) or "
+                             f"loss.colour_term=false")
         self.perceptual = PerceptualLoss(vgg, layers=loss.layers, balancer=build_balancer(loss, term_names),
-                                         cache=cache)
+                                         cache=cache, colour_term=loss.colour_term)
         self.balancer = self.perceptual.balancer
         self.diversity = DiversityLoss(self.perceptual, mean_mix=loss.diversity_mean_mix) \
             if model.num_outputs > 1 else None
@@ -155,7 +163,7 @@ class CRN(Method):
         if self.diversity is not None:
             loss, logs = self.diversity(images, batch["image"], layout, keys=keys)
         else:
-            loss, logs = self.perceptual(images[:, 0], batch["image"], keys=keys)
+            loss, logs = self.perceptual(images[:, 0], batch["image"], keys=keys, label=layout)
         self.optimizer_step("generator", loss)
         result = {"loss": float(loss.detach())}
         result.update({key.replace("weighted/", "w_"): float(value) for key, value in logs.items()
