@@ -31,6 +31,12 @@ class CRNModelConfig:
     base_grid: tuple[int, int] = (3, 4)
     void_channel: bool = True  # paper §3.1 / official 20-channel input: void = 1 − Σ classes
     num_outputs: int = 1  # k images per layout (diversity variant: 9)
+    # xavier (official: slim's Xavier weights, zero bias) | centred (deviation): before the first step, shift the
+    # output bias so that every one of the k outputs starts at mid-grey on the first batch.  With Xavier weights
+    # the 1×1 output conv maps the positive mean of the LReLU features to a random colour per output (±60 levels
+    # per channel); under the per-class min the output that starts nearest wins every class and the others stay
+    # stuck (docs/methods/crn.md "Diversity collapse").
+    output_init: str = "xavier"
 
 
 @dataclass
@@ -131,6 +137,10 @@ class CRN(Method):
                 f"{self.generator.output_size}, but data.size is {tuple(image_size)}; fix: set data.size to "
                 f"{list(self.generator.output_size)} or change model.base_grid / model.widths"
             )
+        if model.output_init not in ("xavier", "centred"):
+            raise ValueError(f"model.output_init must be 'xavier' (official) or 'centred', got {model.output_init!r}")
+        # Centred on the first training step's batch; not after a resume (step > 0) nor over a loaded output layer.
+        self._centre_pending = training and model.output_init == "centred"
         if not training:
             return
         loss = settings.loss
@@ -156,8 +166,24 @@ class CRN(Method):
         """Full-resolution one-hot (+ void); each module area-downsamples it (soft class fractions)."""
         return self.spec.one_hot(label, mode="area", void_channel=self.settings.model.void_channel)
 
+    def after_init_from(self, loaded: set[str]) -> None:
+        if any(name.startswith("generator.to_rgb") for name in loaded):
+            self._centre_pending = False  # a trained output layer keeps its colours
+
+    @torch.no_grad()
+    def centre_outputs(self, layout: torch.Tensor) -> torch.Tensor:
+        """Shift the output bias so each output's mean over ``layout``'s batch is 0 (mid-grey); returns the shift."""
+        images = self.generator(layout)  # (B, k, 3, H, W)
+        shift = images.mean((0, 3, 4)).flatten()  # (k·3,), in to_rgb's channel order (u, c)
+        self.generator.to_rgb.bias.sub_(shift)
+        return shift
+
     def train_step(self, batch: dict, step: int) -> dict[str, float]:
         layout = self.encode(batch["label"])
+        if self._centre_pending:
+            if step == 0:
+                self.centre_outputs(layout)
+            self._centre_pending = False
         images = self.generator(layout)  # (B, k, 3, H, W)
         keys = batch.get("name") if self.perceptual.cache is not None else None
         if self.diversity is not None:
