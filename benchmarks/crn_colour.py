@@ -47,7 +47,7 @@ def class_sums(images: torch.Tensor, labels: torch.Tensor, classes: int) -> tupl
 def measure(pipe: Pipeline, split: str, limit: int, train_means: torch.Tensor | None, k: int) -> dict:
     dataset = open_dataset(pipe.config.data, split=split, augment=False)
     count = min(limit, len(dataset))
-    names = list(pipe.spec.names) + ["void"]
+    names = list(pipe.spec.class_names) + ["void"]
     classes = len(names)
     ref_sums = torch.zeros(classes, 3, dtype=torch.float64)
     out_sums = torch.zeros(k, classes, 3, dtype=torch.float64)
@@ -97,7 +97,7 @@ def measure(pipe: Pipeline, split: str, limit: int, train_means: torch.Tensor | 
 def train_class_means(pipe: Pipeline, limit: int) -> torch.Tensor:
     """Per-class mean colour (classes, 3) of the training split's photos (void = last class)."""
     dataset = open_dataset(pipe.config.data, split=pipe.config.data.split or "train", augment=False)
-    classes = len(pipe.spec.names) + 1
+    classes = len(pipe.spec.class_names) + 1
     sums = torch.zeros(classes, 3, dtype=torch.float64)
     counts = torch.zeros(classes, dtype=torch.float64)
     for index in range(min(limit, len(dataset))):
