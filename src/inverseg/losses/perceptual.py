@@ -390,7 +390,7 @@ def region_colour_map(difference: torch.Tensor, label: torch.Tensor) -> torch.Te
     Why (an inverseg option, not in the paper or the official code; docs/methods/crn.md "Colour cast"): L1 on
     pixels is minimised by the per-pixel *median* and L1 on post-ReLU VGG features of a not yet textured output
     pulls its flat colours towards switching sparse features off, so an under-trained CRN paints regions darker
-    and (with the offline VGG16) bluer than their mean.  The mean colour of a whole region is what this term
+    and (with the offline VGG16) with too little red.  The mean colour of a whole region is what this term
     matches; its minimiser for a flat region is the region's mean colour, whatever the texture.
     """
     if label.dim() != 4 or label.shape[0] != difference.shape[0] or label.shape[-2:] != difference.shape[-2:]:

@@ -33,8 +33,8 @@ class CRNModelConfig:
     num_outputs: int = 1  # k images per layout (diversity variant: 9)
     # xavier (official: slim's Xavier weights, zero bias) | centred (deviation): before the first step, shift the
     # output bias so that every one of the k outputs starts at mid-grey on the first batch.  With Xavier weights
-    # the 1×1 output conv maps the positive mean of the LReLU features to a random colour per output (±60 levels
-    # per channel); under the per-class min the output that starts nearest wins every class and the others stay
+    # the 1×1 output conv maps the positive mean of the LReLU features to a random colour per output (tens to
+    # over a hundred levels off grey per channel); under the per-class min the output that starts nearest wins every class and the others stay
     # stuck (docs/methods/crn.md "Diversity collapse").
     output_init: str = "xavier"
 
