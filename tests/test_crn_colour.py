@@ -105,3 +105,12 @@ def test_crn_method_trains_with_the_colour_term(monkeypatch):
         CRN(load_run_config("crn-cpu", ["data.size=[24,32]", "model.widths=[16,16,8,8]",
                                         "loss.colour_term=true", "loss.balance=official-crn-256p"]).settings,
             SPEC, (24, 32))
+
+
+def test_final_layer_boost_stays_on_conv5_2_with_the_colour_term():
+    from inverseg.methods.crn import PerceptualConfig, build_balancer
+
+    config = PerceptualConfig(balance="once", rebalance_at=1, window=1, final_layer_boost=10.0, colour_term=True)
+    balancer = build_balancer(config, ("pixel", "relu1_2", "relu5_2", COLOUR))
+    balancer.observe(torch.ones(4))
+    assert balancer.weights.tolist() == [1.0, 1.0, 10.0, 1.0]

@@ -88,6 +88,7 @@ class LambdaBalancer(nn.Module):
         target: float = 1.0,
         final_layer_boost: float = 1.0,
         initial_weights: Sequence[float] | None = None,
+        boosted_term: str | None = None,
     ):
         super().__init__()
         if mode not in self.MODES:
@@ -102,6 +103,11 @@ class LambdaBalancer(nn.Module):
             raise ValueError(f"window must be in 1 … rebalance_at ({rebalance_at}), got {window}")
         self.mode, self.rebalance_at, self.window = mode, int(rebalance_at), window
         self.target, self.final_layer_boost = float(target), float(final_layer_boost)
+        # The term final_layer_boost multiplies: the last one (conv5_2) unless named, e.g. when the optional
+        # "colour" term comes after conv5_2.
+        if boosted_term is not None and boosted_term not in self.term_names:
+            raise ValueError(f"boosted term {boosted_term!r} is not one of {list(self.term_names)}")
+        self.boosted_index = self.term_names.index(boosted_term) if boosted_term else len(self.term_names) - 1
         weights = torch.ones(len(self.term_names)) if initial_weights is None else torch.tensor(
             [float(w) for w in initial_weights])
         if weights.shape != (len(self.term_names),):
@@ -152,7 +158,7 @@ class LambdaBalancer(nn.Module):
         if int(self.running_count) > 0:
             mean = self.running_sum / self.running_count
             new = self.target / mean.clamp_min(torch.finfo(mean.dtype).tiny)
-            new[-1] *= self.final_layer_boost
+            new[self.boosted_index] *= self.final_layer_boost
             self.weights.copy_(torch.where(mean > 0, new, self.weights))
             self.rebalanced.fill_(True)
         self.running_sum.zero_()

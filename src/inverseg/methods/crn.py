@@ -95,8 +95,10 @@ def build_balancer(config: PerceptualConfig, term_names: tuple[str, ...]) -> Lam
     if config.balance not in LambdaBalancer.MODES:
         choices = [*LambdaBalancer.MODES, *(f"official-{name}" for name in OFFICIAL_LAMBDAS)]
         raise ValueError(f"loss.balance {config.balance!r} is not one of {', '.join(choices)}")
+    layers = [name for name in term_names if name not in ("pixel", "colour")]
     return LambdaBalancer(term_names, mode=config.balance, rebalance_at=config.rebalance_at,
-                          window=config.window, final_layer_boost=config.final_layer_boost)
+                          window=config.window, final_layer_boost=config.final_layer_boost,
+                          boosted_term=layers[-1] if layers else None)
 
 
 def build_vgg(config: PerceptualConfig, layers: tuple[str, ...]):
