@@ -2,8 +2,8 @@
 
 An under-trained CRN paints flat-ish regions; L1 on pixels fits them the per-pixel *median* colour, which for
 skewed photo colours (bright highlights) is darker than the mean.  ``loss.colour_term`` adds an L1 between the
-mean colours of each class region, whose minimiser is the region mean.  Measured effect on CamVid:
-docs/methods/crn.md "Colour cast".
+mean colours of each class region, whose minimiser is the region mean.  Measured on CamVid (docs/methods/crn.md
+"Colour cast"): balanced like the other terms it is too weak against the VGG terms to remove the cast.
 """
 
 from __future__ import annotations

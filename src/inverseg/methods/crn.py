@@ -58,8 +58,9 @@ class PerceptualConfig:
     final_layer_boost: float = 1.0  # official scripts: 10 on conv5_2 (not in the paper)
     diversity_mean_mix: float = 0.0  # official: 0.001 · mean over outputs mixed into the per-class min
     # Deviation (not in the paper or the official code), off by default: an extra balanced term "colour" = L1
-    # between the mean colours of each class region of output and photo.  Removes the colour cast of an
-    # under-trained CRN (docs/methods/crn.md "Colour cast"); λ for it is balanced like the other terms.
+    # between the mean colours of each class region of output and photo, aimed at the colour cast of an
+    # under-trained CRN; λ for it is balanced like the other terms.  Measured: at that weight it does not remove
+    # the cast in an 8-CPU-min CamVid run (docs/methods/crn.md "Colour cast").
     colour_term: bool = False
     cache_reference: bool = False  # keep reference VGG features in RAM across epochs (verified by checksum)
     cache_max_mb: int = 4096  # float32 features; CamVid train at 96×128 needs ≈ 2.1 GB
