@@ -55,7 +55,7 @@ class DiversityLoss(nn.Module):
         if label.dim() != 4 or label.shape[0] != images.shape[0] or label.shape[-2:] != images.shape[-2:]:
             raise ValueError(f"label must be (B, C, H, W) matching the images {tuple(images.shape)}, got "
                              f"{tuple(label.shape)}")
-        maps = self.perceptual.difference_maps(images, reference, keys)
+        maps = self.perceptual.difference_maps(images, reference, keys, label=label)
         label = label.to(images.dtype)
         terms = []
         for name in self.perceptual.term_names:

@@ -39,6 +39,7 @@ from torch import nn
 # CRN's conv1_2 … conv5_2 (post-ReLU in the official code) in inverseg.perception.vgg naming.
 CRN_LAYERS = ("relu1_2", "relu2_2", "relu3_2", "relu4_2", "relu5_2")
 PIXEL = "pixel"
+COLOUR = "colour"
 # [-1, 1] → CRN's 0–255 pixel scale; the mean subtraction of the official 'input' layer cancels in the difference.
 CRN_PIXEL_SCALE = 127.5
 
@@ -87,6 +88,7 @@ class LambdaBalancer(nn.Module):
         target: float = 1.0,
         final_layer_boost: float = 1.0,
         initial_weights: Sequence[float] | None = None,
+        boosted_term: str | None = None,
     ):
         super().__init__()
         if mode not in self.MODES:
@@ -101,6 +103,11 @@ class LambdaBalancer(nn.Module):
             raise ValueError(f"window must be in 1 … rebalance_at ({rebalance_at}), got {window}")
         self.mode, self.rebalance_at, self.window = mode, int(rebalance_at), window
         self.target, self.final_layer_boost = float(target), float(final_layer_boost)
+        # The term final_layer_boost multiplies: the last one (conv5_2) unless named, e.g. when the optional
+        # "colour" term comes after conv5_2.
+        if boosted_term is not None and boosted_term not in self.term_names:
+            raise ValueError(f"boosted term {boosted_term!r} is not one of {list(self.term_names)}")
+        self.boosted_index = self.term_names.index(boosted_term) if boosted_term else len(self.term_names) - 1
         weights = torch.ones(len(self.term_names)) if initial_weights is None else torch.tensor(
             [float(w) for w in initial_weights])
         if weights.shape != (len(self.term_names),):
@@ -151,7 +158,7 @@ class LambdaBalancer(nn.Module):
         if int(self.running_count) > 0:
             mean = self.running_sum / self.running_count
             new = self.target / mean.clamp_min(torch.finfo(mean.dtype).tiny)
-            new[-1] *= self.final_layer_boost
+            new[self.boosted_index] *= self.final_layer_boost
             self.weights.copy_(torch.where(mean > 0, new, self.weights))
             self.rebalanced.fill_(True)
         self.running_sum.zero_()
@@ -273,12 +280,14 @@ class PerceptualLoss(nn.Module):
         pixel_term: bool = True,
         pixel_scale: float = CRN_PIXEL_SCALE,
         cache: ReferenceCache | None = None,
+        colour_term: bool = False,
     ):
         super().__init__()
         self.extractor = extractor
         self.layers = tuple(layers)
         self.pixel_term, self.pixel_scale = pixel_term, float(pixel_scale)
-        self.term_names = ((PIXEL,) if pixel_term else ()) + self.layers
+        self.colour_term = bool(colour_term)
+        self.term_names = ((PIXEL,) if pixel_term else ()) + self.layers + ((COLOUR,) if colour_term else ())
         if not self.term_names:
             raise ValueError("the perceptual loss needs at least one term (pixel or a layer)")
         self.balancer = balancer if balancer is not None else LambdaBalancer(self.term_names)
@@ -315,19 +324,28 @@ class PerceptualLoss(nn.Module):
                 found[i] = single
         return {name: torch.cat([entry[name] for entry in found]).to(reference.device) for name in self.layers}
 
-    def difference_maps(self, image: torch.Tensor, reference: torch.Tensor, keys: Sequence[str] | None = None
-                        ) -> dict[str, torch.Tensor]:
+    def difference_maps(self, image: torch.Tensor, reference: torch.Tensor, keys: Sequence[str] | None = None,
+                        label: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """term → (B, k, h, w) mean over channels of |Φ(image) − Φ(reference)| at that term's resolution.
 
         The shared primitive of the perceptual and diversity losses: the mean over (h, w) of a map is the
         term's mean absolute difference; the diversity loss weights the maps with class masks first.
+        ``label`` (B, C, H, W), the layout one-hot, is needed only by the ``colour`` term (see
+        :func:`region_colour_map`).
         """
         images, batch, k = self._as_collection(image, reference)
         reference = reference.detach()  # a fixed target: no gradient to it, not even through the pixel term
         maps: dict[str, torch.Tensor] = {}
+        signed = None
+        if self.pixel_term or self.colour_term:
+            signed = images.view(batch, k, 3, *images.shape[-2:]) - reference.unsqueeze(1)
         if self.pixel_term:
-            diff = (images.view(batch, k, 3, *images.shape[-2:]) - reference.unsqueeze(1)).abs()
-            maps[PIXEL] = diff.mean(2) * self.pixel_scale
+            maps[PIXEL] = signed.abs().mean(2) * self.pixel_scale
+        if self.colour_term:
+            if label is None:
+                raise ValueError("the colour term compares class-region mean colours and needs the layout: "
+                                 "pass label=(B, C, H, W) one-hot")
+            maps[COLOUR] = region_colour_map(signed, label) * self.pixel_scale
         target = self.reference_features(reference, keys)
         for name, value in self._layer_features(images).items():
             value = value.view(batch, k, *value.shape[1:])
@@ -360,12 +378,37 @@ class PerceptualLoss(nn.Module):
             logs[f"weighted/{name}"] = value
         return weighted.sum(), logs
 
-    def forward(self, image: torch.Tensor, reference: torch.Tensor, keys: Sequence[str] | None = None
-                ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        maps = self.difference_maps(image, reference, keys)
+    def forward(self, image: torch.Tensor, reference: torch.Tensor, keys: Sequence[str] | None = None,
+                label: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        maps = self.difference_maps(image, reference, keys, label=label)
         unweighted = torch.stack([maps[name].mean() for name in self.term_names])
         return self.combine(unweighted)
 
 
-__all__ = ["CRN_LAYERS", "CRN_PIXEL_SCALE", "OFFICIAL_LAMBDAS", "PIXEL", "LambdaBalancer", "PerceptualLoss",
-           "ReferenceCache"]
+def region_colour_map(difference: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+    """The ``colour`` term's map: each pixel carries |mean colour difference of its class region| (channel mean).
+
+    ``difference`` (B, k, 3, H, W) is the signed image − reference, ``label`` (B, C, H, W) the layout one-hot
+    (soft values allowed).  For region p with mask m_p the mean difference is d_p = Σ m_p Δ / Σ m_p per channel;
+    the map is Σ_p m_p · mean_c |d_p|, so its spatial mean is Σ_p (area share of p) · mean_c |d_p|, and masked by
+    one class (the diversity loss) it is that class's share.
+
+    Why (an inverseg option, not in the paper or the official code; docs/methods/crn.md "Colour cast"): L1 on
+    pixels is minimised by the per-pixel *median* and L1 on post-ReLU VGG features of a not yet textured output
+    pulls its flat colours towards switching sparse features off, so an under-trained CRN paints regions darker
+    and (with the offline VGG16) with too little red.  The mean colour of a whole region is what this term
+    matches; its minimiser for a flat region is the region's mean colour, whatever the texture.
+    """
+    if label.dim() != 4 or label.shape[0] != difference.shape[0] or label.shape[-2:] != difference.shape[-2:]:
+        raise ValueError(f"label must be (B, C, H, W) matching the images {tuple(difference.shape)}, got "
+                         f"{tuple(label.shape)}")
+    mask = label.to(difference.dtype)
+    area = mask.sum((-2, -1))  # (B, C)
+    region_sum = torch.einsum("bphw,bkchw->bkpc", mask, difference)
+    region_mean = region_sum / area.clamp_min(1e-6)[:, None, :, None]
+    per_region = region_mean.abs().mean(-1)  # (B, k, C)
+    return torch.einsum("bkp,bphw->bkhw", per_region, mask)
+
+
+__all__ = ["COLOUR", "CRN_LAYERS", "CRN_PIXEL_SCALE", "OFFICIAL_LAMBDAS", "PIXEL", "LambdaBalancer",
+           "PerceptualLoss", "ReferenceCache", "region_colour_map"]

@@ -31,6 +31,12 @@ class CRNModelConfig:
     base_grid: tuple[int, int] = (3, 4)
     void_channel: bool = True  # paper §3.1 / official 20-channel input: void = 1 − Σ classes
     num_outputs: int = 1  # k images per layout (diversity variant: 9)
+    # xavier (official: slim's Xavier weights, zero bias) | centred (deviation): before the first step, shift the
+    # output bias so that every one of the k outputs starts at mid-grey on the first batch.  With Xavier weights
+    # the 1×1 output conv maps the positive mean of the LReLU features to a random colour per output (tens to
+    # over a hundred levels off grey per channel); under the per-class min the output that starts nearest wins every class and the others stay
+    # stuck (docs/methods/crn.md "Diversity collapse").
+    output_init: str = "xavier"
 
 
 @dataclass
@@ -51,6 +57,11 @@ class PerceptualConfig:
     window: int | None = None  # steps averaged before rebalancing (paper: the 100th epoch; None: all steps)
     final_layer_boost: float = 1.0  # official scripts: 10 on conv5_2 (not in the paper)
     diversity_mean_mix: float = 0.0  # official: 0.001 · mean over outputs mixed into the per-class min
+    # Deviation (not in the paper or the official code), off by default: an extra balanced term "colour" = L1
+    # between the mean colours of each class region of output and photo, aimed at the colour cast of an
+    # under-trained CRN; λ for it is balanced like the other terms.  Measured: at that weight it does not remove
+    # the cast in an 8-CPU-min CamVid run (docs/methods/crn.md "Colour cast").
+    colour_term: bool = False
     cache_reference: bool = False  # keep reference VGG features in RAM across epochs (verified by checksum)
     cache_max_mb: int = 4096  # float32 features; CamVid train at 96×128 needs ≈ 2.1 GB
 
@@ -85,8 +96,10 @@ def build_balancer(config: PerceptualConfig, term_names: tuple[str, ...]) -> Lam
     if config.balance not in LambdaBalancer.MODES:
         choices = [*LambdaBalancer.MODES, *(f"official-{name}" for name in OFFICIAL_LAMBDAS)]
         raise ValueError(f"loss.balance {config.balance!r} is not one of {', '.join(choices)}")
+    layers = [name for name in term_names if name not in ("pixel", "colour")]
     return LambdaBalancer(term_names, mode=config.balance, rebalance_at=config.rebalance_at,
-                          window=config.window, final_layer_boost=config.final_layer_boost)
+                          window=config.window, final_layer_boost=config.final_layer_boost,
+                          boosted_term=layers[-1] if layers else None)
 
 
 def build_vgg(config: PerceptualConfig, layers: tuple[str, ...]):
@@ -127,15 +140,23 @@ class CRN(Method):
                 f"{self.generator.output_size}, but data.size is {tuple(image_size)}; fix: set data.size to "
                 f"{list(self.generator.output_size)} or change model.base_grid / model.widths"
             )
+        if model.output_init not in ("xavier", "centred"):
+            raise ValueError(f"model.output_init must be 'xavier' (official) or 'centred', got {model.output_init!r}")
+        # Centred on the first training step's batch; not after a resume (step > 0) nor over a loaded output layer.
+        self._centre_pending = training and model.output_init == "centred"
         if not training:
             return
         loss = settings.loss
         vgg = build_vgg(loss, tuple(loss.layers))
         cache = ReferenceCache(max_bytes=loss.cache_max_mb * 2**20) if loss.cache_reference \
             else None
-        term_names = ("pixel", *loss.layers)
+        term_names = ("pixel", *loss.layers) + (("colour",) if loss.colour_term else ())
+        if loss.colour_term and loss.balance.startswith("official-"):
+            raise ValueError(f"loss.balance={loss.balance} has the official 6 constants, but loss.colour_term adds "
+                             f"a 7th term; fix: loss.balance=once (measures λ for every term) or "
+                             f"loss.colour_term=false")
         self.perceptual = PerceptualLoss(vgg, layers=loss.layers, balancer=build_balancer(loss, term_names),
-                                         cache=cache)
+                                         cache=cache, colour_term=loss.colour_term)
         self.balancer = self.perceptual.balancer
         self.diversity = DiversityLoss(self.perceptual, mean_mix=loss.diversity_mean_mix) \
             if model.num_outputs > 1 else None
@@ -148,14 +169,30 @@ class CRN(Method):
         """Full-resolution one-hot (+ void); each module area-downsamples it (soft class fractions)."""
         return self.spec.one_hot(label, mode="area", void_channel=self.settings.model.void_channel)
 
+    def after_init_from(self, loaded: set[str]) -> None:
+        if any(name.startswith("generator.to_rgb") for name in loaded):
+            self._centre_pending = False  # a trained output layer keeps its colours
+
+    @torch.no_grad()
+    def centre_outputs(self, layout: torch.Tensor) -> torch.Tensor:
+        """Shift the output bias so each output's mean over ``layout``'s batch is 0 (mid-grey); returns the shift."""
+        images = self.generator(layout)  # (B, k, 3, H, W)
+        shift = images.mean((0, 3, 4)).flatten()  # (k·3,), in to_rgb's channel order (u, c)
+        self.generator.to_rgb.bias.sub_(shift)
+        return shift
+
     def train_step(self, batch: dict, step: int) -> dict[str, float]:
         layout = self.encode(batch["label"])
+        if self._centre_pending:
+            if step == 0:
+                self.centre_outputs(layout)
+            self._centre_pending = False
         images = self.generator(layout)  # (B, k, 3, H, W)
         keys = batch.get("name") if self.perceptual.cache is not None else None
         if self.diversity is not None:
             loss, logs = self.diversity(images, batch["image"], layout, keys=keys)
         else:
-            loss, logs = self.perceptual(images[:, 0], batch["image"], keys=keys)
+            loss, logs = self.perceptual(images[:, 0], batch["image"], keys=keys, label=layout)
         self.optimizer_step("generator", loss)
         result = {"loss": float(loss.detach())}
         result.update({key.replace("weighted/", "w_"): float(value) for key, value in logs.items()

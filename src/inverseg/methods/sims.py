@@ -244,6 +244,9 @@ class SIMS(Method):
             return  # the bank is opened on the first call to sample()
         self.open_bank()  # stage 0: open or build the memory bank now, before the first step
         loss = settings.loss
+        if loss.colour_term:
+            raise ValueError("loss.colour_term is a CRN option (methods/crn.py); SIMS does not use it: fix: remove "
+                             "loss.colour_term=true")
         vgg = build_vgg(loss, tuple(loss.layers))
         cache = ReferenceCache(dtype=torch.float16, max_bytes=loss.cache_max_mb * 2**20) if loss.cache_reference \
             else None
