@@ -24,3 +24,14 @@ def test_camvid_cpu_presets_flip_as_the_official_code(preset, paper, official):
     """Issue 11 §5: the CamVid presets used to inherit flip: false from the procedural-scene presets."""
     assert load_run_config(paper).data.flip is official
     assert load_run_config(preset).data.flip is official
+
+
+VAE = [("spade-camvid-cpu", "spade-cityscapes"), ("safm-camvid-cpu", "safm-cityscapes"),
+       ("ccfpse-camvid-cpu", "ccfpse-cityscapes"), ("lggan-camvid-cpu", "lggan-cityscapes")]
+
+
+@pytest.mark.parametrize("preset, paper", VAE)
+def test_camvid_cpu_presets_keep_the_official_vae_setting(preset, paper):
+    """Issue 11 §3: a CamVid preset that samples z from the prior starts from noise instead of the layout."""
+    official = load_run_config(paper).settings.vae.enabled
+    assert load_run_config(preset).settings.vae.enabled is official
