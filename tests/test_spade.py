@@ -148,3 +148,22 @@ def test_train_and_synthesize_through_cli_and_pipeline(tmp_path):
     assert not np.array_equal(np.asarray(pipe(label, seed=1)[0]), np.asarray(pipe(label, seed=2)[0]))
     assert len(pipe(label, k=3, seed=0)) == 3
     assert Image.open(run / "samples" / "step_0000002.png").size[0] > 2 * W
+
+
+def test_ema_spectral_norm_is_renormalised_for_the_adversarial_family_too():
+    """SPADE/pix2pixHD/SESAME's optional EMA: copied u, v belong to the live W, not the averaged one (issue 11 §2)."""
+    from torch.nn.utils import parametrize
+
+    from inverseg.nn import largest_singular_value
+
+    torch.manual_seed(0)
+    method, _ = build("spade-cpu", (H, W), *TINY, "ema.decay=0.5", "optim.lr_generator=0.01",
+                      "model.instance_edges=false", "vae.enabled=false", training=True)
+    batch = {"image": torch.rand(2, 3, H, W) * 2 - 1, "label": toy_label(2)}
+    for step in range(3):
+        method.train_step(batch, step)
+    method.before_checkpoint(lambda count: iter(()))
+    method.generator_ema.eval()
+    sigmas = [largest_singular_value(m.weight) for m in method.generator_ema.modules()
+              if parametrize.is_parametrized(m, "weight")]
+    assert sigmas and all(abs(s - 1) < 0.01 for s in sigmas), (min(sigmas), max(sigmas))

@@ -17,7 +17,7 @@ from ..labels.spec import instance_edges
 from ..losses.adversarial import AdversarialLoss, feature_matching_loss
 from ..losses.vgg import build_vgg_loss
 from ..nn.discriminator import MultiScaleDiscriminator
-from ..nn.ema import make_ema, recalibrate_batch_norm, update_ema
+from ..nn.ema import make_ema, recalibrate_batch_norm, renormalize_spectral_norm, update_ema
 from ..nn.layers import initialize
 from .base import Method
 
@@ -64,6 +64,10 @@ class EMAConfig:
     buffers: str = "copy"             # copy | average (OASIS averages the whole state dict)
     recalibrate_batches: int = 0      # re-estimate the EMA generator's batch-norm statistics before saving
     sample_with_ema: bool = True      # gallery / pipeline use the averaged weights when present
+    # power-iterate the EMA's spectral-norm vectors on the averaged weights before saving or sampling: averaged or
+    # copied u, v do not belong to the averaged W, so an eval-mode forward would divide by a too-small σ and
+    # amplify the layer (issue 11 §2; nn/ema.py); false = inverseg before issue 11
+    renormalize_spectral: bool = True
 
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -181,10 +185,15 @@ class GANMethod(Method):
         raise NotImplementedError
 
     def before_checkpoint(self, batches) -> None:
-        """Re-estimate the EMA generator's batch-norm statistics (``ema.recalibrate_batches`` > 0)."""
-        count = self.settings.ema.recalibrate_batches
-        if getattr(self, "generator_ema", None) is not None and count > 0:
-            recalibrate_batch_norm(self.generator_ema, self.recalibration_forward, batches(count))
+        """Make the EMA generator usable: spectral-norm vectors re-normalised on the averaged weights
+        (``ema.renormalize_spectral``), then batch-norm statistics re-estimated (``ema.recalibrate_batches`` > 0)."""
+        ema = getattr(self, "generator_ema", None)
+        if ema is None:
+            return
+        if self.settings.ema.renormalize_spectral:
+            renormalize_spectral_norm(ema)
+        if self.settings.ema.recalibrate_batches > 0:
+            recalibrate_batch_norm(ema, self.recalibration_forward, batches(self.settings.ema.recalibrate_batches))
 
     def before_sampling(self, batches) -> None:
         """Galleries sample the EMA generator too, so its statistics are refreshed the same way."""

@@ -105,9 +105,7 @@ class OASISEMAConfig(EMAConfig):
     buffers: str = "average"            # the whole state dict is averaged, BN statistics included (official)
     recalibrate_batches: int = 50       # update_EMA: ≤ 50 forward passes over training batches
     recalibrate_cumulative: bool = False  # False: momentum updates, no reset (official) | True: exact average
-    renormalize_spectral: bool = True   # power-iterate the averaged weights' spectral-norm vectors to convergence
-                                        # before every recalibration (official: its train-mode update_EMA passes);
-                                        # false = inverseg before issue 11: lerped u, v → σ low, EMA amplified
+    # renormalize_spectral (EMAConfig, on): officially done by its train-mode update_EMA passes
 
 
 @dataclass
