@@ -36,7 +36,7 @@ from torch import nn
 
 from ..nn.spade import SPADEResBlock
 from .pix2pixhd import ResnetBlock, conv7_in, down, up
-from .spade import start_grid
+from .spade import spade_decoder, start_grid
 
 
 @dataclass
@@ -120,14 +120,7 @@ class LGGANGenerator(nn.Module):
         return masks
 
     def global_branch(self, start: torch.Tensor, layout: torch.Tensor) -> torch.Tensor:
-        x = self.head_0(start, layout)
-        x = self.middle_0(F.interpolate(x, scale_factor=2, mode="nearest"), layout)
-        if self.upsample_between_middles:
-            x = F.interpolate(x, scale_factor=2, mode="nearest")
-        x = self.middle_1(x, layout)
-        for block in self.up_blocks:
-            x = block(F.interpolate(x, scale_factor=2, mode="nearest"), layout)
-        return torch.tanh(self.conv_img(F.leaky_relu(x, 0.2)))
+        return spade_decoder(self, start, layout)
 
     def class_branches(self, feature: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         """All class-specific convs at once: (B, nf, H, W) × (B, K, H, W) → tanh images (B, K·3, H, W)."""

@@ -84,15 +84,7 @@ class SPADEGenerator(nn.Module):
             x = self.fc(z).unflatten(1, (16 * self.ngf, *self.grid))  # (a traced reshape keeps C known)
         else:
             x = self.fc(F.interpolate(cond, size=self.grid, mode="nearest"))
-        cond = self.condition(cond)
-        x = self.head_0(x, cond)
-        x = self.middle_0(F.interpolate(x, scale_factor=2, mode="nearest"), cond)
-        if self.upsample_between_middles:
-            x = F.interpolate(x, scale_factor=2, mode="nearest")
-        x = self.middle_1(x, cond)
-        for block in self.up_blocks:
-            x = block(F.interpolate(x, scale_factor=2, mode="nearest"), cond)
-        return torch.tanh(self.conv_img(F.leaky_relu(x, 0.2)))
+        return spade_decoder(self, x, self.condition(cond))
 
     def condition(self, cond: torch.Tensor) -> torch.Tensor:
         """The conditioning map the blocks see (after ``fc`` took the raw one): the raw map in SPADE."""
@@ -138,3 +130,16 @@ def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, generator: torch.Gene
     else:
         eps = torch.randn(mu.shape, generator=generator).to(mu)
     return mu + eps * torch.exp(0.5 * logvar)
+
+
+def spade_decoder(generator: nn.Module, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+    """SPADE's decoder from the start grid: head_0, middle_0/1 and the up blocks (nearest ×2 before each),
+    LReLU, conv_img, tanh.  ``generator`` holds those modules under SPADE's names (LGGAN's global branch too)."""
+    x = generator.head_0(x, cond)
+    x = generator.middle_0(F.interpolate(x, scale_factor=2, mode="nearest"), cond)
+    if generator.upsample_between_middles:
+        x = F.interpolate(x, scale_factor=2, mode="nearest")
+    x = generator.middle_1(x, cond)
+    for block in generator.up_blocks:
+        x = block(F.interpolate(x, scale_factor=2, mode="nearest"), cond)
+    return torch.tanh(generator.conv_img(F.leaky_relu(x, 0.2)))
