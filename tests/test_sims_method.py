@@ -118,6 +118,8 @@ def test_train_and_synthesize_on_procedural_scenes(tmp_path, capsys):
     assert len(images) == 2 and set(pipe.last_extras) == {"canvas", "canvas_1"}
     with pytest.raises(ValueError, match="top_k"):
         pipe(labels / "scene0.png", k=11)
+    empty = pipe(labels / "scene0.png", canvas="empty")  # a string option, not a style-image path
+    assert len(empty) == 1 and not np.asarray(pipe.last_extras["canvas"]).any()
 
 
 def test_resume_continues_exactly(tmp_path):

@@ -120,7 +120,7 @@ class Pipeline:
         input_size = tuple(ids.shape)
         model_ids = self.to_model_size(ids).to(self.method.device)[None]
         generator = torch.Generator(device="cpu").manual_seed(seed) if seed is not None else None
-        style = {key: self._style_value(value) for key, value in style.items()}
+        style = {key: self._style_value(key, value) for key, value in style.items()}
         images = self.method.sample(model_ids, k=k, generator=generator, **style)[0]
 
         def picture_of(image: torch.Tensor) -> Image.Image:
@@ -137,9 +137,10 @@ class Pipeline:
                 self.last_extras[name if index == 0 else f"{name}_{index}"] = picture_of(image)
         return [picture_of(image) for image in images]
 
-    def _style_value(self, value):
-        """Style images given as paths / PIL images become [-1,1] tensors at the model size."""
-        if isinstance(value, (str, Path)):
+    def _style_value(self, key: str, value):
+        """Style images (``*_image`` options) given as paths / PIL images become [-1,1] tensors at the model size;
+        other options (e.g. SIMS's ``canvas="empty"``) pass through."""
+        if isinstance(value, (str, Path)) and key.endswith("image"):
             value = open_image(value, "style image").convert("RGB")
         if isinstance(value, Image.Image):
             value = value.convert("RGB").resize((self.image_size[1], self.image_size[0]), Image.BICUBIC)
