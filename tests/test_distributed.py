@@ -181,3 +181,22 @@ def test_two_nodes_on_localhost_rendezvous_and_train(data_root, tmp_path):
     assert [node.returncode for node in nodes] == [0, 0], outputs[0][1][-2000:] + outputs[1][1][-2000:]
     state = ckpt.read_state(ckpt.resolve_checkpoint(run))
     assert state["world_size"] == 2 and state["step"] == 2
+
+
+@pytest.mark.slow
+def test_a_killed_rank_ends_the_job_with_an_error_naming_it(data_root, tmp_path):
+    run = tmp_path / "run"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+               *cli("--config", "crn-cpu", "--out", str(run), *tiny_overrides(data_root), "train.steps=100000",
+                    "train.checkpoint_every=0")]
+    process = subprocess.Popen(command, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and not (run / "logs" / "losses.jsonl").is_file():
+        time.sleep(0.5)
+    workers = subprocess.run(["pgrep", "-P", str(process.pid)], capture_output=True, text=True).stdout.split()
+    assert len(workers) == 2
+    os.kill(int(workers[1]), signal.SIGKILL)
+    started = time.monotonic()
+    _, err = process.communicate(timeout=300)
+    assert process.returncode != 0 and time.monotonic() - started < 120
+    assert "Signal 9 (SIGKILL)" in err and "rank" in err
