@@ -18,10 +18,9 @@ import torch
 
 from _gan_scenes import synthetic_overrides, toy_label
 from inverseg.pipeline import Pipeline
-from inverseg.train import Trainer
 from inverseg.train import checkpoint as ckpt
 from inverseg.train.distributed import shard_batches, sync_batchnorm_note
-from test_trainer import make_folder_dataset, read_losses, tiny_config, tiny_overrides
+from test_trainer import make_folder_dataset, read_losses, tiny_overrides
 
 TESTS = Path(__file__).resolve().parent
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS.parent / "src"), str(TESTS)]), "OMP_NUM_THREADS": "1"}
