@@ -36,7 +36,7 @@ from torch import nn
 
 from ..nn.spade import SPADEResBlock
 from .pix2pixhd import ResnetBlock, conv7_in, down, up
-from .spade import spade_decoder, start_grid
+from .spade import add_spade_decoder, spade_decoder, start_grid
 
 
 @dataclass
@@ -91,13 +91,7 @@ class LGGANGenerator(nn.Module):
         def block(fin: int, fout: int) -> SPADEResBlock:
             return SPADEResBlock(fin, fout, cond_channels, norm, spectral, spade_kernel, spade_hidden)
 
-        self.head_0 = block(16 * ngf, 16 * ngf)
-        self.middle_0 = block(16 * ngf, 16 * ngf)
-        self.middle_1 = block(16 * ngf, 16 * ngf)
-        self.upsample_between_middles = num_upsampling in ("more", "most")
-        widths = [16 * ngf, 8 * ngf, 4 * ngf, 2 * ngf, ngf] + ([ngf // 2] if num_upsampling == "most" else [])
-        self.up_blocks = nn.ModuleList(block(fin, fout) for fin, fout in zip(widths[:-1], widths[1:]))
-        self.conv_img = nn.Conv2d(widths[-1], 3, 3, padding=1)
+        add_spade_decoder(self, ngf, num_upsampling, block)
 
         # G_l: shared decoder, then K class-specific 7×7 convs as one grouped conv, then the fusion conv
         self.local_blocks = nn.Sequential(*(ResnetBlock(4 * ngf, "instance", "reflect") for _ in range(local_blocks)))

@@ -69,13 +69,7 @@ class SPADEGenerator(nn.Module):
             return SPADEResBlock(fin, fout, block_cond_channels or cond_channels, norm, spectral, spade_kernel,
                                  spade_hidden, modulation)
 
-        self.head_0 = block(16 * ngf, 16 * ngf)
-        self.middle_0 = block(16 * ngf, 16 * ngf)
-        self.middle_1 = block(16 * ngf, 16 * ngf)
-        self.upsample_between_middles = num_upsampling in ("more", "most")
-        widths = [16 * ngf, 8 * ngf, 4 * ngf, 2 * ngf, ngf] + ([ngf // 2] if num_upsampling == "most" else [])
-        self.up_blocks = nn.ModuleList(block(fin, fout) for fin, fout in zip(widths[:-1], widths[1:]))
-        self.conv_img = nn.Conv2d(widths[-1], 3, 3, padding=1)
+        add_spade_decoder(self, ngf, num_upsampling, block)
 
     def forward(self, cond: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
         if self.z_dim:
@@ -130,6 +124,19 @@ def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, generator: torch.Gene
     else:
         eps = torch.randn(mu.shape, generator=generator).to(mu)
     return mu + eps * torch.exp(0.5 * logvar)
+
+
+def add_spade_decoder(generator: nn.Module, ngf: int, num_upsampling: str, block) -> None:
+    """Give ``generator`` SPADE's decoder modules under the names :func:`spade_decoder` uses: head_0, middle_0/1
+    (16·ngf), the up blocks halving the width down to ngf (ngf/2 for 'most'), conv_img.  ``block(fin, fout)``
+    builds one SPADE residual block (each generator passes its own conditioning)."""
+    generator.head_0 = block(16 * ngf, 16 * ngf)
+    generator.middle_0 = block(16 * ngf, 16 * ngf)
+    generator.middle_1 = block(16 * ngf, 16 * ngf)
+    generator.upsample_between_middles = num_upsampling in ("more", "most")
+    widths = [16 * ngf, 8 * ngf, 4 * ngf, 2 * ngf, ngf] + ([ngf // 2] if num_upsampling == "most" else [])
+    generator.up_blocks = nn.ModuleList(block(fin, fout) for fin, fout in zip(widths[:-1], widths[1:]))
+    generator.conv_img = nn.Conv2d(widths[-1], 3, 3, padding=1)
 
 
 def spade_decoder(generator: nn.Module, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:

@@ -133,9 +133,15 @@ class Distributed:
         tensors = list(module.buffers())
         if parameters:
             tensors += [p.data for p in module.parameters()]
+        by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
         for tensor in tensors:
             if tensor.is_floating_point() or tensor.dtype in (torch.int64, torch.int32):
-                dist.broadcast(tensor, src=0)
+                by_dtype.setdefault(tensor.dtype, []).append(tensor)
+        for group in by_dtype.values():  # one broadcast per dtype, not one per tensor (this runs every step)
+            flat = torch.cat([t.reshape(-1) for t in group])
+            dist.broadcast(flat, src=0)
+            torch._foreach_copy_(group, [part.view_as(t) for part, t in
+                                         zip(flat.split([t.numel() for t in group]), group)])
 
     def barrier(self) -> None:
         if self.enabled:
