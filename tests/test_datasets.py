@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -407,8 +409,10 @@ def test_empty_camvid_folders(tmp_path):
 
 
 def test_open_dataset_argument_errors(tmp_path):
-    with pytest.raises(DatasetError, match="does not exist"):
+    with pytest.raises(DatasetError, match=r"nowhere: dataset folder does not exist; set data.path=FOLDER"):
         open_dataset(config("camvid", tmp_path / "nowhere"))
+    with pytest.raises(DatasetError, match=r"does not exist \(relative to .+\); set bank.data.path=FOLDER"):
+        open_dataset(config("camvid", Path("no/such/folder")), setting="bank.data.path")
     with pytest.raises(DatasetError, match="needs a path"):
         open_dataset(DataConfig(dataset="camvid"))
     with pytest.raises(DatasetError, match="split 'bogus' is not one of train, val, test"):

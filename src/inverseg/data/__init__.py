@@ -31,10 +31,11 @@ class DataConfig:
     seed: int = 0
 
 
-def open_dataset(config: DataConfig, split: str | None = None, augment: bool = True):
+def open_dataset(config: DataConfig, split: str | None = None, augment: bool = True, setting: str = "data.path"):
     """Build the dataset a ``DataConfig`` describes; ``split`` overrides ``config.split``.
 
     ``augment=False`` keeps the resize but removes random crops/flips (validation, caching, evaluation).
+    ``setting`` names the config key that holds the path, so a missing folder's error says what to override.
     """
     split = split or config.split
     transform = JointTransform(
@@ -57,7 +58,8 @@ def open_dataset(config: DataConfig, split: str | None = None, augment: bool = T
         raise DatasetError(f"dataset '{config.dataset}' needs a path (data.path=… or --data PATH)")
     root = Path(config.path).expanduser()
     if not root.exists():
-        raise DatasetError(f"{root}: dataset folder does not exist")
+        where = f" (relative to {Path.cwd()})" if not root.is_absolute() else ""
+        raise DatasetError(f"{root}: dataset folder does not exist{where}; set {setting}=FOLDER")
     split = split or layout.default_split
     if split not in layout.splits:
         raise DatasetError(f"{root}: split {split!r} is not one of {', '.join(layout.splits)} for '{layout.name}'")

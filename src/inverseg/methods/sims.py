@@ -188,7 +188,7 @@ def open_or_build_bank(config: SIMSBankConfig, spec: LabelSpec, image_size: tupl
         if data.size and config.data.size and tuple(config.data.size) != tuple(image_size):
             raise BankError(f"bank.data.size {list(config.data.size)} differs from the model size "
                             f"{list(image_size)}; set bank.data.size to {list(image_size)}")
-        dataset = open_dataset(data, split=data.split, augment=False)
+        dataset = open_dataset(data, split=data.split, augment=False, setting="bank.data.path")
         if progress:
             print(f"note: building the SIMS memory bank at {path} from {len(dataset)} "
                   f"{data.dataset} {data.split or 'train'} samples (once)", file=sys.stderr)
