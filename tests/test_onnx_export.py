@@ -171,6 +171,18 @@ def test_metadata_describes_the_model(exported):
     assert len(json.loads(props["inverseg.sampling"])["centers"]) == SPEC.num_classes + 1
 
 
+def test_onnx_runs_declare_the_eager_controls_less_what_the_graphs_cannot_do(exported):
+    """The studio and ``synthesize`` read ``pipe.controls`` on this backend too: the eager run's, except OASIS's
+    re-sampling and pix2pixHD's style photo (refused here), and SIMS's empty canvas (k equal images: k = 1)."""
+    from dataclasses import replace
+
+    missing = {"oasis": {"resample": False}, "pix2pixhd": {"style_image": False}, "sims": {"max_k": 1}}
+    for case, (pipe, path) in exported.items():
+        assert load_onnx_pipeline(path).controls == replace(pipe.controls, **missing.get(case, {})), case
+    assert exported["pix2pixhd"][0].controls.clusters == 3 and exported["spade-vae"][0].controls.style_image
+    assert exported["crn"][0].controls.max_k == 3 and exported["oasis"][0].controls.max_k is None
+
+
 def test_unsupported_requests_are_one_line_errors(exported, tmp_path):
     from inverseg.export import ExportError
 

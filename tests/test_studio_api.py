@@ -25,6 +25,9 @@ with warnings.catch_warnings():  # starlette ≥ 1.x asks for httpx2 at import; 
     from fastapi.testclient import TestClient
 
 LABEL = toy_label()[0].numpy()
+# what /api/models reports for a run without any control of its own
+NO_CONTROLS = {"max_k": 1, "style_image": False, "clusters": 0, "resample": False, "canvas": False,
+               "edits_photos": False}
 
 
 @pytest.fixture(scope="module")
@@ -48,9 +51,9 @@ def test_models_describe_classes_palette_size_and_options(client):
     assert sesame["size"] == [H, W] and sesame["label_set"] == "camvid" and sesame["segmenter"] is True
     assert sesame["classes"][CAR] == {"id": CAR, "name": "car", "color": list(SPEC.colors[CAR])}
     assert sesame["void"] == {"id": 11, "color": list(SPEC.void_color)}
-    assert sesame["options"] == {"max_k": 1, "edits_photos": True} and sesame["random_layouts"] is True
-    assert models["spade"]["options"] == {"max_k": 4, "edits_photos": False, "style_image": True}
-    assert models["oasis"]["options"]["resample"] is True
+    assert sesame["options"] == {**NO_CONTROLS, "edits_photos": True} and sesame["random_layouts"] is True
+    assert models["spade"]["options"] == {**NO_CONTROLS, "max_k": 4, "style_image": True}
+    assert models["oasis"]["options"] == {**NO_CONTROLS, "max_k": 4, "resample": True}
     page = client.get("/")
     assert page.status_code == 200 and 'src="/static/studio.js"' in page.text
     assert "api/synthesize" in client.get("/static/studio.js").text
@@ -142,7 +145,8 @@ def test_segment_edit_label_and_layout(client):
     ({}, {"model": "spade"}, 400, "send multipart/form-data"),
     ({"label": index_png(LABEL)}, {"model": "spade", "k": "lots"}, 400, "k must be an integer"),
     ({"label": index_png(LABEL)}, {"model": "spade", "k": "9"}, 400, "k must be between 1 and 4"),
-    ({"label": index_png(LABEL)}, {"model": "sesame", "k": "2"}, 400, "SESAME is deterministic"),
+    ({"label": index_png(LABEL)}, {"model": "sesame", "k": "2"}, 400,
+     "this sesame run is deterministic: it gives one image per layout; ask for k=1"),
     ({"label": index_png(LABEL)}, {"model": "spade", "styles": "{"}, 400, "styles must be JSON"),
     ({"label": index_png(np.zeros((500, 500)))}, {"model": "spade"}, 413, "500×500 pixels is over the limit"),
     ({"label": b"\x89PNG" + b"0" * 400_000}, {"model": "spade"}, 413, "request body over 300000 bytes"),
@@ -285,11 +289,159 @@ def test_a_spade_run_without_vae_offers_one_image_and_no_style_photo(tmp_path):
     run = train_tiny(tmp_path / "spade", "spade-cpu", *SPADE_TINY, "vae.enabled=false", "train.sample_k=1", steps=1)
     client = TestClient(create_app(load_models([str(run)], None, None, "cpu"), Limits(max_k=4)))
     (model,) = client.get("/api/models").json()["models"]
-    assert model["options"] == {"max_k": 1, "edits_photos": False, "style_image": False}
+    assert model["options"] == NO_CONTROLS
     one = post(client, "/api/synthesize", {"label": index_png(LABEL)}, seed="3")
     assert one.status_code == 200
     assert one.content == post(client, "/api/synthesize", {"label": index_png(LABEL)}, seed="4").content
     photo = png(np.full((H, W, 3), 90, np.uint8))
     styled = post(client, "/api/synthesize", {"label": index_png(LABEL), "style_image": photo})
     assert styled.status_code == 400 and "vae.enabled=true" in styled.json()["error"]
-    assert post(client, "/api/synthesize", {"label": index_png(LABEL)}, k="2").status_code == 400
+    refused = post(client, "/api/synthesize", {"label": index_png(LABEL)}, k="2")
+    assert refused.status_code == 400 and refused.json()["error"] == ("this spade run is deterministic: it gives one "
+                                                                      "image per layout; ask for k=1")
+
+
+def test_synthesize_command_refuses_k_and_style_the_run_cannot_honour(tmp_path, capsys):
+    """Before any file is read, one ``error:`` line (exit 2) instead of a traceback from the first render."""
+    from _studio_runs import SPADE_TINY, train_tiny
+
+    run = train_tiny(tmp_path / "spade", "spade-cpu", *SPADE_TINY, "vae.enabled=false", "train.sample_k=1", steps=1)
+    (tmp_path / "layout.png").write_bytes(index_png(LABEL))
+    (tmp_path / "photo.png").write_bytes(png(np.full((H, W, 3), 90, np.uint8)))
+    common = ["synthesize", "--checkpoint", str(run), "--labels", str(tmp_path / "layout.png"), "--out",
+              str(tmp_path / "out")]
+    assert main([*common, "--k", "3"]) == 2
+    assert capsys.readouterr().err == ("error: this spade run is deterministic: it gives one image per layout; "
+                                       "ask for k=1\n")
+    assert main([*common, "--style-image", str(tmp_path / "photo.png")]) == 2
+    assert "takes no style image" in capsys.readouterr().err
+    assert main([*common, "--style", "1"]) == 2
+    assert "has no appearance clusters" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+    assert main(common) == 0 and (tmp_path / "out" / "layout.png").is_file()
+
+
+# --------------------------------------------------------------------------------------------- inference controls
+SAFM_TINY = ("model.ngf=4", "model.spade_hidden=8", "model.shape_hidden=4", "vae.nf=4", f"vae.input_size=[{H},{W}]",
+             "vae.num_layers=5", "vae.z_dim=8", "segmenter.channels=[8,8,8]", "segmenter.last_channels=4")
+CCFPSE_TINY = ("model.ngf=4", "model.hidden=8", "model.pyramid_channels=4", "vae.nf=4", f"vae.input_size=[{H},{W}]",
+               "vae.num_layers=5", "vae.z_dim=8")
+LGGAN_TINY = ("model.ngf=4", "model.spade_hidden=8", "model.local_blocks=2")
+SPADE_BUILD = ("model.ngf=4", "model.spade_hidden=8", "vae.nf=4", f"vae.input_size=[{H},{W}]", "vae.num_layers=5",
+               "vae.z_dim=8")
+OASIS_BUILD = ("model.ngf=4", "model.spade_hidden=8")
+# name → (preset, overrides, the controls the run must declare); untrained, init gain 1 (0.02 paints flat grey)
+BUILT = {
+    "safm-vae": ("safm-cpu", SAFM_TINY, {"max_k": None, "style_image": True}),
+    "safm": ("safm-cpu", (*SAFM_TINY, "vae.enabled=false"), {}),
+    "ccfpse-vae": ("ccfpse-cpu", CCFPSE_TINY, {"max_k": None, "style_image": True}),
+    "ccfpse": ("ccfpse-cpu", (*CCFPSE_TINY, "vae.enabled=false"), {}),
+    "lggan": ("lggan-cpu", LGGAN_TINY, {}),
+    "spade-vae": ("spade-cpu", SPADE_BUILD, {"max_k": None, "style_image": True}),
+    "spade": ("spade-cpu", (*SPADE_BUILD, "vae.enabled=false"), {}),
+    "oasis-noise": ("oasis-cpu", (*OASIS_BUILD, "model.z_dim=8"), {"max_k": None, "resample": True}),
+    "oasis": ("oasis-cpu", (*OASIS_BUILD, "model.z_dim=0"), {}),
+    "sesame": ("sesame-cpu", OASIS_BUILD, {}),
+    "pix2pixhd": ("pix2pixhd-cpu", ("model.ngf=4", "features.enabled=false", "model.n_local_enhancers=0"), {}),
+}
+
+
+def built_method(name: str):
+    from _gan_scenes import build
+
+    preset, overrides, _ = BUILT[name]
+    torch.manual_seed(0)
+    method, config = build(preset, (H, W), *overrides, "model.init_gain=1.0")
+    return method.eval(), config
+
+
+@pytest.mark.parametrize("name", list(BUILT))
+def test_every_method_declares_the_controls_its_sample_honours(name):
+    """The declaration is checked against the real ``sample``: a style photo is taken exactly when declared, and
+    two seeds give different images exactly when k is unbounded; a deterministic one refuses k=2."""
+    from inverseg.methods import InferenceControls
+
+    method, _ = built_method(name)
+    controls = method.inference_controls()
+    assert controls == InferenceControls(**BUILT[name][2])
+    label = toy_label()
+    photo = torch.rand(1, 3, H, W) * 2 - 1
+    if controls.style_image:
+        one, two = (method.sample(label, style_image=image, generator=torch.Generator().manual_seed(3))
+                    for image in (photo, -photo))
+        assert not torch.equal(one, two)  # the photo is used
+    else:
+        with pytest.raises(TypeError):
+            method.sample(label, style_image=photo)
+    one, two = (method.sample(label, generator=torch.Generator().manual_seed(seed)) for seed in (0, 1))
+    assert torch.equal(one, two) is (controls.max_k == 1)
+    if controls.max_k == 1:
+        with pytest.raises(ValueError, match="deterministic"):
+            method.sample(label, k=2)
+
+
+def test_crn_sims_and_pix2pixhd_declare_outputs_candidates_and_fitted_clusters():
+    from _gan_scenes import build
+
+    small = ("model.widths=[4,4,4,4,4,4]",)  # the CRN presets' 96×128 (six modules on a 3×4 grid)
+    assert build("crn-cpu", (96, 128), *small)[0].inference_controls().max_k == 1
+    assert build("crn-cpu-diversity", (96, 128), *small)[0].inference_controls().max_k == 9
+    sims = build("sims-cpu", (H, W), "retrieval.top_k=3")[0].inference_controls()
+    assert (sims.max_k, sims.canvas, sims.style_image) == (3, True, False)
+    method, _ = build("pix2pixhd-cpu", (H, W), "model.ngf=4", "features.nef=4", "features.n_clusters=3",
+                      "model.n_local_enhancers=0")
+    assert method.inference_controls().as_dict() == {"max_k": 1, "style_image": True, "clusters": 3,
+                                                     "resample": False, "canvas": False}  # no clusters fitted yet
+    method.clusters.counts.fill_(3)
+    assert method.inference_controls().max_k is None  # random clusters per seed
+
+
+@pytest.fixture(scope="module")
+def built_client():
+    """The studio on SAFM / CC-FPSE runs with and without the VAE, and an LGGAN run, built without training."""
+    from inverseg.pipeline import Pipeline
+
+    models = []
+    for name in ("safm-vae", "safm", "ccfpse-vae", "ccfpse", "lggan"):
+        method, config = built_method(name)
+        models.append(StudioModel(name, f"(built {name})", Pipeline(method, SPEC, (H, W), config)))
+    return TestClient(create_app(models, Limits(max_k=4)))
+
+
+def test_models_report_each_methods_own_controls(built_client):
+    models = {m["name"]: m for m in built_client.get("/api/models").json()["models"]}
+    with_vae = {**NO_CONTROLS, "max_k": 4, "style_image": True}
+    assert models["safm-vae"]["options"] == with_vae and models["ccfpse-vae"]["options"] == with_vae
+    for name in ("safm", "ccfpse", "lggan"):
+        assert models[name]["options"] == NO_CONTROLS, name
+    assert models["lggan"]["method"] == "lggan" and models["ccfpse-vae"]["method"] == "ccfpse"
+
+
+@pytest.mark.parametrize("name", ["safm-vae", "ccfpse-vae"])
+def test_a_vae_fork_takes_a_style_photo_and_gives_k_different_images(built_client, name):
+    layout = index_png(LABEL)
+    bright, dark = (png(np.full((H, W, 3), value, np.uint8)) for value in (220, 30))
+    styled = [post(built_client, "/api/synthesize", {"label": layout, "style_image": photo}, model=name, seed="3")
+              for photo in (bright, dark)]
+    assert [r.status_code for r in styled] == [200, 200]
+    assert decode(styled[0].content).shape == (H, W, 3) and styled[0].content != styled[1].content
+    again = post(built_client, "/api/synthesize", {"label": layout, "style_image": bright}, model=name, seed="3")
+    assert again.content == styled[0].content
+    many = post(built_client, "/api/synthesize", {"label": layout}, model=name, seed="3", k="3").json()
+    assert len(set(many["images"])) == 3
+
+
+@pytest.mark.parametrize("name", ["safm", "ccfpse", "lggan"])
+def test_a_deterministic_run_refuses_k_and_style_photo(built_client, name):
+    layout = index_png(LABEL)
+    refused = post(built_client, "/api/synthesize", {"label": layout}, model=name, k="2")
+    assert refused.status_code == 400
+    assert refused.json()["error"] == f"this {name} run is deterministic: it gives one image per layout; ask for k=1"
+    styled = post(built_client, "/api/synthesize", {"label": layout, "style_image": png(np.zeros((H, W, 3), np.uint8))},
+                  model=name)
+    assert styled.status_code == 400 and "cannot take a style image" in styled.json()["error"]
+    fix = "LGGAN has no VAE mode" if name == "lggan" else "fix: train with vae.enabled=true"
+    assert fix in styled.json()["error"]
+    one = post(built_client, "/api/synthesize", {"label": layout}, model=name, seed="1")
+    assert one.status_code == 200 and one.content == post(built_client, "/api/synthesize", {"label": layout},
+                                                          model=name, seed="2").content

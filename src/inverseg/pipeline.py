@@ -24,7 +24,7 @@ from .config import build_run_config
 from .data.base import LOSSY_FORMATS, label_values, open_image
 from .data.transforms import resize_array
 from .labels import LabelError, LabelSpec, Palette
-from .methods import get_method
+from .methods import InferenceControls, get_method
 from .train import checkpoint as ckpt
 from .utils.images import to_uint8
 
@@ -108,6 +108,25 @@ class Pipeline:
         return torch.from_numpy(resize_array(label.numpy(), self.image_size, Image.NEAREST))
 
     # ------------------------------------------------------------------ synthesis
+    @property
+    def controls(self) -> InferenceControls:
+        """What this run can vary: the most different images per layout, style photo, clusters … (the method's)."""
+        return self.method.inference_controls()
+
+    def check_options(self, k: int = 1, style_image: bool = False, style: bool = False) -> None:
+        """Refuse, before any work, a k or a style this run cannot honour (one line naming the fix)."""
+        controls, name = self.controls, self.method.name
+        if controls.max_k is not None and k > controls.max_k:
+            if controls.max_k == 1:
+                raise ValueError(f"this {name} run is deterministic: it gives one image per layout; ask for k=1")
+            raise ValueError(f"this {name} run gives at most {controls.max_k} different images per layout; "
+                             f"ask for k ≤ {controls.max_k}")
+        if style_image and not controls.style_image:
+            raise ValueError(f"this {name} run has no image encoder here, so it takes no style image; drop it "
+                             f"(or use a run trained with its encoder: vae.enabled / features.enabled=true)")
+        if style and not controls.clusters:
+            raise ValueError(f"this {name} run has no appearance clusters; drop the cluster style")
+
     @torch.no_grad()
     def __call__(self, label: LabelInput | list, k: int = 1, seed: int | None = None, size: str = "model",
                  **style: Any) -> list[Image.Image]:

@@ -82,36 +82,17 @@ class StudioModel:
     def spec(self):
         return self.pipe.spec
 
-    def options(self) -> dict:
-        """What the page offers for this run: how many outputs, and the method's own controls."""
-        method, settings = self.pipe.method, self.pipe.method.settings
-        name = method.name
-        options: dict = {"max_k": 1, "edits_photos": self.pipe.edits_photos}
-        if name == "crn":
-            options["max_k"] = settings.model.num_outputs
-        elif name == "sims":
-            options["max_k"] = settings.retrieval.top_k
-            options["canvas"] = True
-        elif name == "spade":
-            options["max_k"] = 8 if method.encoder is not None else 1
-            options["style_image"] = method.encoder is not None
-        elif name == "pix2pixhd":
-            features = method.encoder is not None
-            options["max_k"] = 8 if features else 1
-            options["style_image"] = features
-            options["clusters"] = settings.features.n_clusters if features else 0
-        elif name == "oasis":
-            noisy = bool(settings.model.z_dim)
-            options["max_k"] = 8 if noisy else 1
-            options["resample"] = noisy
-        elif name != "sesame":
-            options["max_k"] = 8  # a method this page does not know: try, a refusal is shown as it comes
+    def options(self, limits: Limits) -> dict:
+        """What the page offers for this run: the method's own ``inference_controls()`` (how many different images,
+        style photo, clusters, re-sampling, canvas), with k capped by the studio's limit."""
+        options = self.pipe.controls.as_dict()
+        options["max_k"] = min(options["max_k"] or limits.max_k, limits.max_k)
+        options["edits_photos"] = self.pipe.edits_photos
         return options
 
     def describe(self, limits: Limits) -> dict:
         spec = self.spec
-        options = self.options()
-        options["max_k"] = max(1, min(options["max_k"], limits.max_k))
+        options = self.options(limits)
         void = None
         if spec.ignore_index is not None:
             void = {"id": spec.ignore_index, "color": list(spec.void_color)}
@@ -344,8 +325,12 @@ def create_app(models: list[StudioModel], limits: Limits | None = None) -> FastA
         form = await read_form(request)
         model = pick_model(form)
         ids = label_ids(model, await read_image(form, "label"))
-        options = model.options()
+        options = model.options(limits)
         k = integer(form, "k", 1, 1, limits.max_k)
+        try:
+            model.pipe.check_options(k=k)  # a deterministic run is not rendered k times for k equal images
+        except ValueError as problem:
+            raise Refused(400, str(problem)) from None
         seed = integer(form, "seed", None, 0, 2**63 - 1)
         style: dict = {}
         style_image = await read_image(form, "style_image", required=False)

@@ -32,7 +32,8 @@ def register(subparsers) -> None:
     parser.add_argument("--size", choices=("model", "input"), default="model",
                         help="output at the model's resolution (default) or resized to the input's")
     parser.add_argument("--seed", type=int, help="random seed for methods with random appearance")
-    parser.add_argument("--style-image", help="reference photo whose appearance to copy (SPADE with VAE, pix2pixHD)")
+    parser.add_argument("--style-image", help="reference photo whose appearance to copy (runs with an image encoder: "
+                                              "SPADE, SAFM, CC-FPSE with vae.enabled; pix2pixHD with features)")
     parser.add_argument("--style", type=int, help="appearance cluster for every instance (pix2pixHD features)")
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda, …")
     parser.set_defaults(func=run)
@@ -61,6 +62,12 @@ def open_pipeline(args) -> Pipeline:
 
 def run(args) -> int:
     pipe = open_pipeline(args)
+    if args.k < 1:
+        raise UserError(f"--k must be at least 1, got {args.k}")
+    try:  # before any file is read: a deterministic run asked for --k 4 is one line, not a traceback
+        pipe.check_options(k=args.k, style_image=args.style_image is not None, style=args.style is not None)
+    except ValueError as problem:
+        raise UserError(str(problem)) from None
     source = Path(args.labels)
     if source.is_dir():
         files = list_files(source, (".png", ".bmp", ".tif", ".tiff"))

@@ -21,6 +21,7 @@ import torch
 
 from ..config import build_run_config
 from ..labels import LabelSpec
+from ..methods.base import InferenceControls
 from .onnx import FORMAT_VERSION, ExportError
 
 
@@ -79,6 +80,19 @@ class OnnxSampler:
 
     def eval(self) -> "OnnxSampler":
         return self
+
+    def inference_controls(self) -> InferenceControls:
+        """The method's controls as far as this backend has them (no re-sampling, no pix2pixHD style photo, and
+        SIMS's empty canvas gives one image), read from the sampling metadata."""
+        sampling = self.sampling
+        if self.name == "crn":
+            return InferenceControls(max_k=sampling["num_outputs"])
+        if self.name in ("spade", "oasis") and sampling.get("z_dim"):
+            return InferenceControls(max_k=None, style_image=self.name == "spade")
+        if self.name == "pix2pixhd" and sampling.get("feat_num"):
+            varied = max(sampling["counts"], default=0) > 1
+            return InferenceControls(max_k=None if varied else 1, clusters=sampling["n_clusters"])
+        return InferenceControls(canvas=self.name == "sims")
 
     # ------------------------------------------------------------------ running the graph
     def run(self, **inputs: torch.Tensor) -> torch.Tensor:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 
-from .base import Method
+from .base import InferenceControls, Method
 
 # name → "module:Class"
 METHODS = {
@@ -32,4 +32,4 @@ def get_method(name: str) -> type[Method]:
     return getattr(importlib.import_module(module_name), class_name)
 
 
-__all__ = ["METHODS", "Method", "get_method"]
+__all__ = ["METHODS", "InferenceControls", "Method", "get_method"]

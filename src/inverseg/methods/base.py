@@ -5,16 +5,37 @@ sample.  The Trainer never knows which method it runs: it calls ``train_step``, 
 restores it, and shows ``sample`` outputs.  The Pipeline builds the method with ``training=False`` (no losses,
 no discriminator, no perception weights needed) and calls ``sample``.  ``--init-from`` copies the tensors of
 ``transfer_modules`` from another run by name and shape and may ``freeze`` the loaded ones (``train/init_from.py``).
+What a trained model can vary at inference is its ``inference_controls()``: the studio builds its page from it
+and ``inverseg synthesize`` checks its options against it, so neither needs to know the methods by name.
 """
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from typing import Any, ClassVar, Iterable
 
 import torch
 from torch import nn
 
 from ..labels import LabelSpec
+
+
+@dataclass(frozen=True)
+class InferenceControls:
+    """What one built model lets a caller vary when it samples, as its ``sample`` really behaves.
+
+    ``max_k``: the most *different* images it gives for one layout — 1 for a deterministic generator, the number
+    of outputs or candidates it has (CRN, SIMS), or None when every image draws fresh randomness (any k).
+    """
+
+    max_k: int | None = 1
+    style_image: bool = False   # sample(style_image=PHOTO): an image encoder copies the photo's appearance
+    clusters: int = 0           # sample(style=CLUSTER | {class: cluster}): appearance clusters per class
+    resample: bool = False      # sample(noise=…, resample_mask=…): re-draw the noise of one region (OASIS 3D noise)
+    canvas: bool = False        # the method leaves its canvas of pasted segments in ``last_extras`` (SIMS)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
 
 
 class Method(nn.Module):
@@ -131,6 +152,10 @@ class Method(nn.Module):
         return {}
 
     # ------------------------------------------------------------------ inference
+    def inference_controls(self) -> InferenceControls:
+        """What this model's ``sample`` accepts and varies (default: one deterministic image, no options)."""
+        return InferenceControls()
+
     @torch.no_grad()
     def sample(self, label: torch.Tensor, k: int = 1, generator: torch.Generator | None = None,
                **style) -> torch.Tensor:

@@ -20,7 +20,7 @@ from ..labels import LabelSpec
 from ..losses.diversity import DiversityLoss
 from ..losses.perceptual import CRN_LAYERS, OFFICIAL_LAMBDAS, LambdaBalancer, PerceptualLoss, ReferenceCache
 from ..models.crn import CRNGenerator
-from .base import Method
+from .base import InferenceControls, Method
 
 
 @dataclass
@@ -198,6 +198,10 @@ class CRN(Method):
         result.update({key.replace("weighted/", "w_"): float(value) for key, value in logs.items()
                        if key.startswith("weighted/")})
         return result
+
+    def inference_controls(self) -> InferenceControls:
+        """k different images at once (the diversity variant), the same ones for every seed."""
+        return InferenceControls(max_k=self.settings.model.num_outputs)
 
     @torch.no_grad()
     def sample(self, label: torch.Tensor, k: int = 1, generator: torch.Generator | None = None,

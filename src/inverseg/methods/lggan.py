@@ -69,6 +69,7 @@ class LGGAN(SPADE):
     Settings = LGGANSettings
     checkpoint_modules = ("generator", "discriminator", "generator_ema")
     inference_modules = ("generator", "generator_ema")
+    vae_fix = "use a SPADE, SAFM or CC-FPSE run trained with vae.enabled=true (LGGAN has no VAE mode)"
 
     def __init__(self, settings: LGGANSettings, spec: LabelSpec, image_size: tuple[int, int], training: bool = True):
         if settings.vae.enabled:

@@ -52,6 +52,7 @@ from ..models.oasis import NOISE_MODES, DISCRIMINATOR_WIDTHS, OASISDiscriminator
     resample_noise
 from ..nn.ema import make_ema, recalibrate_batch_norm, renormalize_spectral_norm, update_ema
 from ..nn.layers import initialize
+from .base import InferenceControls
 from .gan import EMAConfig, GANMethod, TTURConfig, encode_layout, make_optimizers, set_requires_grad
 
 
@@ -324,6 +325,11 @@ class OASIS(GANMethod):
             raise ValueError(f"noise holds {noise.shape[0]}×{noise.shape[1]} (layouts × images) but {batch} "
                              f"layouts × k={k} images are asked for")
         return noise.expand(batch, k, -1, -1, -1)
+
+    def inference_controls(self) -> InferenceControls:
+        """With 3D noise: any k and regional re-sampling; without (``model.z_dim=0``) one deterministic image."""
+        noisy = bool(self.settings.model.z_dim)
+        return InferenceControls(max_k=None if noisy else 1, resample=noisy)
 
     @torch.no_grad()
     def sample(self, label: torch.Tensor, k: int = 1, generator: torch.Generator | None = None,

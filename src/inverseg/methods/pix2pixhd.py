@@ -37,6 +37,7 @@ from ..labels import LabelSpec
 from ..models.pix2pixhd import FeatureClusters, FeatureEncoder, build_generator
 from ..nn.layers import check_divisible, initialize
 from ..nn.pooling import broadcast_segments, segment_index
+from .base import InferenceControls
 from .gan import DiscriminatorConfig, EMAConfig, GANMethod, TTURConfig, encode_layout, set_requires_grad
 
 
@@ -272,6 +273,15 @@ class Pix2PixHD(GANMethod):
                                      for i, n in enumerate(counts) if n}}
 
     # ------------------------------------------------------------------ inference
+    def inference_controls(self) -> InferenceControls:
+        """With the feature encoder: a style photo, a chosen cluster per class, and random clusters per seed —
+        different images only when some class has more than one fitted cluster."""
+        if self.encoder is None:
+            return InferenceControls()
+        varied = int(self.clusters.counts.max()) > 1
+        return InferenceControls(max_k=None if varied else 1, style_image=True,
+                                 clusters=self.settings.features.n_clusters)
+
     @torch.no_grad()
     def sample(self, label: torch.Tensor, k: int = 1, generator: torch.Generator | None = None,
                style: int | None = None, style_image: torch.Tensor | None = None,

@@ -49,7 +49,7 @@ from ..sims.canvas import (Canvas, SimulationSettings, compose, crop_tensor, map
 from ..sims.ordering import bank_pair_masks, order_input, order_inputs, pair_probability
 from ..sims.retrieval import RetrievalSettings, Retriever
 from ..sims.segments import adjacent_pairs, class_ranks, heuristic_front, square_box
-from .base import Method
+from .base import InferenceControls, Method
 from .crn import AdamConfig, PerceptualConfig, build_balancer, build_vgg
 
 
@@ -558,6 +558,10 @@ class SIMS(Method):
         rgb, _ = self.synthesis(self.encode(label.to(self.device)), canvas.to(self.device),
                                 mask.float()[:, None].to(self.device) if mask.dim() == 3 else mask.to(self.device))
         return rgb.clamp(-1.0, 1.0)
+
+    def inference_controls(self) -> InferenceControls:
+        """Output u pastes the u-th retrieved candidate: up to ``retrieval.top_k`` images; the canvas is shown."""
+        return InferenceControls(max_k=self.settings.retrieval.top_k, canvas=True)
 
     @torch.no_grad()
     def sample(self, label: torch.Tensor, k: int = 1, generator: torch.Generator | None = None,

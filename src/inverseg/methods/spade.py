@@ -20,6 +20,7 @@ test-time behaviour; ``vae.style_z: mean`` uses μ, so the same photo always giv
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 
@@ -27,6 +28,7 @@ from ..labels import LabelSpec
 from ..losses.adversarial import kl_divergence
 from ..models.spade import SPADEGenerator, StyleEncoder, reparameterize
 from ..nn.layers import initialize
+from .base import InferenceControls
 from .gan import DiscriminatorConfig, EMAConfig, GANMethod, TTURConfig, encode_layout, set_requires_grad
 
 
@@ -92,6 +94,8 @@ class SPADE(GANMethod):
     Settings = SPADESettings
     checkpoint_modules = ("generator", "discriminator", "encoder", "generator_ema")
     inference_modules = ("generator", "generator_ema", "encoder")
+    # how a user gets a style photo and k different images from a recipe of this family (its refusals name it)
+    vae_fix: ClassVar[str] = "train with vae.enabled=true"
 
     def __init__(self, settings: SPADESettings, spec: LabelSpec, image_size: tuple[int, int], training: bool = True):
         super().__init__(settings, spec, image_size, training)
@@ -173,6 +177,13 @@ class SPADE(GANMethod):
                       noise=torch.Generator().manual_seed(0))
 
     # ------------------------------------------------------------------ inference
+    def inference_controls(self) -> InferenceControls:
+        """With the VAE image encoder (SPADE, SAFM and CC-FPSE alike: they share this ``sample``): a fresh z per
+        image and a style photo; without it one deterministic image."""
+        if self.encoder is None:
+            return InferenceControls()
+        return InferenceControls(max_k=None, style_image=True)
+
     @torch.no_grad()
     def sample(self, label: torch.Tensor, k: int = 1, generator: torch.Generator | None = None,
                style_image: torch.Tensor | None = None, instance: torch.Tensor | None = None,
@@ -185,11 +196,10 @@ class SPADE(GANMethod):
         if self.encoder is None:
             if style_image is not None:
                 raise TypeError(f"this {self.name.upper()} was trained without the VAE image encoder "
-                                "(vae.enabled=false), so it cannot take a style image; "
-                                "fix: train with vae.enabled=true")
+                                f"(vae.enabled=false), so it cannot take a style image; fix: {self.vae_fix}")
             if k > 1:
                 raise ValueError(f"this {self.name.upper()} is deterministic (vae.enabled=false): ask for k=1, or "
-                                 "train with vae.enabled=true for k different images")
+                                 f"{self.vae_fix} for k different images")
             return net(layout).clamp(-1.0, 1.0)[:, None]
         batch = label.shape[0]
         if style_image is not None:

@@ -103,7 +103,8 @@ async function chooseModel(name) {
   $("k").max = options.max_k;
   $("k").value = Math.min(Number($("k").value) || 1, options.max_k);
   $("k-group").hidden = options.max_k <= 1;
-  $("style-group").hidden = !options.style_image;
+  $("style-group").hidden = !options.style_image;  // any run whose method declares a style photo
+  if (!options.style_image) clearStyle();  // a photo chosen for another run would be refused by this one
   $("resample-group").hidden = !options.resample;
   document.querySelector('.tool[data-tool="mask"]').hidden = !options.resample;
   document.querySelector('.tool[data-tool="eraser"]').disabled = model.void === null;
@@ -118,6 +119,12 @@ async function chooseModel(name) {
   state.resampleSeed = null;
   if (model.random_layouts) await randomLayout();
   else blank();
+}
+
+function clearStyle() {
+  state.styleImage = null;
+  $("style-file").value = "";
+  $("clear-style").hidden = true;
 }
 
 function buildClusters(count) {
@@ -528,7 +535,7 @@ async function start() {
   $("seed").addEventListener("change", () => scheduleRender(0));
   $("new-seed").addEventListener("click", () => { $("seed").value = String(Math.floor(Math.random() * 1e9)); scheduleRender(0); });
   $("style-file").addEventListener("change", () => { state.styleImage = $("style-file").files[0] || null; $("clear-style").hidden = !state.styleImage; scheduleRender(0); });
-  $("clear-style").addEventListener("click", () => { state.styleImage = null; $("style-file").value = ""; $("clear-style").hidden = true; scheduleRender(0); });
+  $("clear-style").addEventListener("click", () => { clearStyle(); scheduleRender(0); });
   $("reroll").addEventListener("click", () => { state.resampleSeed = Math.floor(Math.random() * 1e9); scheduleRender(0); });
   $("clear-mask").addEventListener("click", () => { remember(); state.resampleMask.fill(0); state.resampleSeed = null; draw(); scheduleRender(0); });
   $("photo-file").addEventListener("change", () => { const f = $("photo-file").files[0]; if (f) startEditing(f); });
