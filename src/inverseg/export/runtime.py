@@ -65,16 +65,21 @@ class OnnxSampler:
         self.session = open_session(self.path, threads)
         meta = read_metadata(self.session, self.path)
         self.name = meta["inverseg.method"]
+        self.graph = meta.get("inverseg.graph", self.name)  # files of format 1 before it was stored: = method
+        if not hasattr(self, f"_sample_{self.graph}"):
+            raise ExportError(f"{self.path}: its graph {self.graph!r} is unknown to this inverseg; fix: upgrade "
+                              f"inverseg")
         self.spec = LabelSpec.from_dict(json.loads(meta["inverseg.spec"]))
         self.image_size = tuple(json.loads(meta["inverseg.image_size"]))
         self.input_names = [item["name"] for item in json.loads(meta["inverseg.inputs"])]
         self.sampling = json.loads(meta["inverseg.sampling"])
         self.config = build_run_config(json.loads(meta["inverseg.config"])) if "inverseg.config" in meta else None
-        self.edits_photos = self.name == "sesame"
+        self.edits_photos = self.graph == "sesame"
         self.last_extras: dict[str, torch.Tensor] = {}
         self.last_noise: torch.Tensor | None = None
         self._style_session = None
         self._clusters = None
+        self._spd_cache = None
         self.device = torch.device("cpu")
 
     def eval(self) -> "OnnxSampler":
@@ -114,7 +119,7 @@ class OnnxSampler:
                **style) -> torch.Tensor:
         """(B,H,W) ids → (B,k,3,H,W) in [-1, 1], drawing the random inputs as the eager method does."""
         label = label.long().cpu()
-        return getattr(self, f"_sample_{self.name}")(label, k, generator, **style)
+        return getattr(self, f"_sample_{self.graph}")(label, k, generator, **style)
 
     def _sample_crn(self, label, k, generator, **style):
         if style:
@@ -125,18 +130,35 @@ class OnnxSampler:
                              f"fix: ask for k ≤ {available}")
         return self.run(label=label)[:, :k]
 
+    def _layout_inputs(self, label: torch.Tensor, instance) -> dict[str, torch.Tensor]:
+        """The graph's ``layout_inputs`` (``SPADE.layout_inputs``), computed from the maps as the method does."""
+        feeds = {}
+        for name, facts in self.sampling.get("layout_inputs", {}).items():
+            if name != "spd":
+                raise ExportError(f"{self.path}: input {name!r} is unknown to this inverseg; fix: upgrade inverseg")
+            from ..labels.shape_context import SPDCache, shape_descriptor
+            from ..methods.safm import spd_regions
+
+            if self._spd_cache is None:
+                self._spd_cache = SPDCache(facts.get("cache_mb", 0.0))
+            regions = spd_regions(label, instance, facts["source"], facts["min_instance_id"], self.spec.num_classes)
+            feeds[name] = shape_descriptor(regions, self._spd_cache).float()
+        return feeds
+
     def _sample_spade(self, label, k, generator, style_image=None, instance=None, **unknown):
+        """SPADE and its forks (CC-FPSE, LGGAN, SAFM): the messages name the method as its eager ``sample`` does."""
         from ..models.spade import reparameterize
 
+        name = self.name.upper()
         if unknown:
-            raise TypeError(f"SPADE takes style_image=IMAGE or instance=MAP; got {', '.join(unknown)}")
-        feeds = {"label": label, **self._instance(label, instance)}
+            raise TypeError(f"{name} takes style_image=IMAGE or instance=MAP; got {', '.join(unknown)}")
+        feeds = {"label": label, **self._instance(label, instance), **self._layout_inputs(label, instance)}
         z_dim = self.sampling["z_dim"]
         if not z_dim:
             if style_image is not None:
-                raise TypeError("this SPADE was trained without the VAE image encoder, so it cannot take a style "
-                                "image; fix: train with vae.enabled=true")
-            self._deterministic("SPADE", k)
+                raise TypeError(f"this {name} was trained without the VAE image encoder, so it cannot take a style "
+                                f"image; fix: train with vae.enabled=true")
+            self._deterministic(name, k)
             return self.run(**feeds)[:, None]
         batch = label.shape[0]
         if style_image is not None:
@@ -156,7 +178,7 @@ class OnnxSampler:
         return torch.stack(outputs, dim=1)
 
     def style_session(self):
-        """SPADE's style encoder, ``NAME.style.onnx`` next to the model (opened on first use)."""
+        """The VAE style encoder, ``NAME.style.onnx`` next to the model (opened on first use)."""
         if self._style_session is None:
             path = self.path.with_name(self.sampling.get("style_encoder") or self.path.stem + ".style.onnx")
             if not path.is_file():
