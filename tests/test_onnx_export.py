@@ -177,6 +177,12 @@ def test_later_methods_write_their_own_inputs(exported):
     assert names("ccfpse")[0] == ["label", "instance", "z"]
     assert exported["ccfpse"][1].with_name("ccfpse.style.onnx").is_file()
     assert names("lggan") == (["label", "instance"], {"z_dim": 0})
+    from inverseg.export import EXPORTABLE_METHODS
+    from inverseg.export.onnx import GRAPHS
+    from inverseg.methods import METHODS, get_method
+
+    assert sorted(EXPORTABLE_METHODS) == sorted(METHODS)  # the list in the refusal names every method with a graph
+    assert all(get_method(name).export_graph in GRAPHS for name in METHODS)
 
 
 def test_safm_descriptor_of_an_instance_map_and_ccfpse_style_photo(exported):
