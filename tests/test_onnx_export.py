@@ -185,6 +185,18 @@ def test_later_methods_write_their_own_inputs(exported):
     assert all(get_method(name).export_graph in GRAPHS for name in METHODS)
 
 
+@pytest.mark.parametrize("case", ["ccfpse", "lggan", "safm"])
+def test_pipeline_from_onnx_synthesizes_a_label_map_file(exported, case, tmp_path):
+    """``Pipeline.from_onnx`` alone (no checkpoint) turns an index PNG into the eager pipeline's image."""
+    pipe, path = exported[case]
+    layout = tmp_path / "layout.png"
+    Image.fromarray(toy_label(1)[0].numpy().astype(np.uint8), "L").save(layout)
+    ours = Pipeline.from_onnx(path, threads=1)(layout, seed=6)
+    eager = pipe(layout, seed=6)
+    assert len(ours) == 1 and ours[0].size == (W, H)
+    assert np.abs(np.asarray(ours[0]).astype(int) - np.asarray(eager[0])).max() <= 1  # uint8 rounding only
+
+
 def test_safm_descriptor_of_an_instance_map_and_ccfpse_style_photo(exported):
     """The runtime computes SAFM's SPD from ``instance=`` (ids ≥ 1000) as the eager method does."""
     pipe, path = exported["safm"]

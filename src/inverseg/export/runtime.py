@@ -3,8 +3,10 @@
 :class:`OnnxSampler` stands in for a ``Method`` in :class:`~inverseg.pipeline.Pipeline` (``sample``, ``device``,
 ``last_extras``), so label reading, resizing, style photos and SESAME's ``edit`` work unchanged.  Its ``sample``
 draws the random graph inputs with the same torch calls, in the same order, as the eager ``method.sample`` — so
-``seed=s`` gives the same images on both backends (up to float rounding, checked ≤ 1e-4 by the tests).  Only the
-model file is read: classes, size and sampling facts come from its ``inverseg.*`` metadata.
+``seed=s`` gives the same images on both backends (up to float rounding, checked ≤ 1e-4 by the tests); SAFM's
+shape descriptor, an input of its graph, is computed here with the eager code.  Only the model file is read:
+classes, size and sampling facts come from its ``inverseg.*`` metadata.  Sampling is per graph
+(``inverseg.graph``: SPADE's forks CC-FPSE, LGGAN and SAFM use ``_sample_spade``).
 
 Not on this backend (a TypeError with the fix): OASIS's ``resample_classes`` / ``resample_mask``, pix2pixHD's
 ``style_image`` (its instance pooling has no graph form), and SIMS's retrieved canvases (the memory bank and the
