@@ -36,6 +36,11 @@ PIX2PIXHD_TINY = ("model.ngf=8", "model.n_downsample_global=2", "model.n_blocks_
 SIMS_TINY = ("model.encoder_widths=[8,16,16]", "model.encoder_convs=[1,1,1]", "model.decoder_widths=[16,16,16]",
              "model.final_width=8")
 SESAME_TINY = ("model.ngf=4", "model.spade_hidden=8", "model.init_gain=1.0")
+CCFPSE_TINY = ("model.ngf=4", "model.hidden=8", "model.pyramid_channels=4", "model.init_gain=1.0", "vae.nf=4",
+               f"vae.input_size=[{H},{W}]", "vae.num_layers=5", "vae.z_dim=8")
+LGGAN_TINY = ("model.ngf=4", "model.spade_hidden=8", "model.local_blocks=2", "model.init_gain=1.0")
+SAFM_TINY = ("model.ngf=4", "model.spade_hidden=8", "model.shape_hidden=4", "model.init_gain=1.0", "vae.nf=4",
+             f"vae.input_size=[{H},{W}]", "vae.num_layers=5", "vae.z_dim=8")
 
 CASES = {
     "crn": ("crn-cpu", CRN_TINY + ("model.num_outputs=3",)),
@@ -46,6 +51,10 @@ CASES = {
     "pix2pixhd-plain": ("pix2pixhd-cpu", PIX2PIXHD_TINY + ("features.enabled=false",)),
     "sims": ("sims-cpu", SIMS_TINY),
     "sesame": ("sesame-cpu", SESAME_TINY),
+    "ccfpse": ("ccfpse-cpu", CCFPSE_TINY),  # with the VAE (z input, style encoder file), as the preset
+    "lggan": ("lggan-cpu", LGGAN_TINY),
+    "safm": ("safm-cpu", SAFM_TINY),  # placement=input (Cityscapes design), SPD of instances ≥ 1000, VAE
+    "safm-blocks": ("safm-cpu", SAFM_TINY + ("model.placement=blocks", "vae.enabled=false")),
 }
 
 
@@ -112,6 +121,7 @@ def test_graph_matches_eager_within_1e4(exported, case):
     ("crn", {"k": 3}), ("spade", {}), ("spade-vae", {"k": 2, "seed": 5}), ("oasis", {"k": 2, "seed": 3}),
     ("pix2pixhd", {"k": 2, "seed": 4}), ("pix2pixhd", {"style": 1}), ("pix2pixhd", {"style": {"car": 0}, "seed": 2}),
     ("pix2pixhd-plain", {}), ("sims", {"canvas": "empty"}), ("sesame", {}),
+    ("ccfpse", {"k": 2, "seed": 5}), ("lggan", {}), ("safm", {"k": 2, "seed": 3}), ("safm-blocks", {}),
 ])
 def test_onnx_pipeline_gives_the_eager_images(exported, case, kwargs):
     """The runtime draws z / noise / cluster features exactly as the eager method: same seed, same images."""
@@ -149,6 +159,107 @@ def test_spade_style_photo_and_oasis_noise_inputs(exported):
     assert float((ours - eager).abs().max()) <= TOLERANCE
 
 
+def test_later_methods_write_their_own_inputs(exported):
+    """SAFM's SPD is an explicit input after ``instance``; CC-FPSE's VAE has its style file; LGGAN has neither."""
+    import onnx
+
+    def names(case: str) -> tuple[list[str], dict]:
+        props = {p.key: p.value for p in onnx.load(str(exported[case][1])).metadata_props}
+        assert props["inverseg.method"] == case.split("-")[0] and props["inverseg.graph"] == "spade"
+        return [item["name"] for item in json.loads(props["inverseg.inputs"])], json.loads(props["inverseg.sampling"])
+
+    inputs, sampling = names("safm")
+    assert inputs == ["label", "instance", "spd", "z"]
+    assert sampling["layout_inputs"]["spd"]["channels"] == 72
+    assert sampling["layout_inputs"]["spd"]["source"] == "instance"
+    assert sampling["layout_inputs"]["spd"]["min_instance_id"] == 1000
+    assert names("safm-blocks")[0] == ["label", "instance", "spd"]
+    assert names("ccfpse")[0] == ["label", "instance", "z"]
+    assert exported["ccfpse"][1].with_name("ccfpse.style.onnx").is_file()
+    assert names("lggan") == (["label", "instance"], {"z_dim": 0})
+    from inverseg.export import EXPORTABLE_METHODS
+    from inverseg.export.onnx import GRAPHS
+    from inverseg.methods import METHODS, get_method
+
+    assert sorted(EXPORTABLE_METHODS) == sorted(METHODS)  # the list in the refusal names every method with a graph
+    assert all(get_method(name).export_graph in GRAPHS for name in METHODS)
+
+
+@pytest.mark.parametrize("case", ["ccfpse", "lggan", "safm"])
+def test_pipeline_from_onnx_synthesizes_a_label_map_file(exported, case, tmp_path):
+    """``Pipeline.from_onnx`` alone (no checkpoint) turns an index PNG into the eager pipeline's image."""
+    pipe, path = exported[case]
+    layout = tmp_path / "layout.png"
+    Image.fromarray(toy_label(1)[0].numpy().astype(np.uint8), "L").save(layout)
+    ours = Pipeline.from_onnx(path, threads=1)(layout, seed=6)
+    eager = pipe(layout, seed=6)
+    assert len(ours) == 1 and ours[0].size == (W, H)
+    assert np.abs(np.asarray(ours[0]).astype(int) - np.asarray(eager[0])).max() <= 1  # uint8 rounding only
+
+
+def test_safm_descriptor_of_an_instance_map_and_ccfpse_style_photo(exported):
+    """The runtime computes SAFM's SPD from ``instance=`` (ids ≥ 1000) as the eager method does."""
+    pipe, path = exported["safm"]
+    onnx_pipe = load_onnx_pipeline(path, threads=1)
+    label = toy_label(1)
+    instance = label.clone()
+    instance[:, 18:26, 8:16], instance[:, 18:26, 16:24] = 8000, 8001  # two cars, the rest stuff (< 1000)
+    kwargs = {"k": 2, "instance": instance}
+    with torch.no_grad():
+        eager = pipe.method.sample(label, generator=torch.Generator().manual_seed(2), **kwargs)
+        ours = onnx_pipe.method.sample(label, generator=torch.Generator().manual_seed(2), **kwargs)
+        without = pipe.method.sample(label, generator=torch.Generator().manual_seed(2), k=2)
+    assert float((ours - eager).abs().max()) <= TOLERANCE
+    assert float((eager - without).abs().max()) > 1e-3  # the instance map did change the SPD, hence the images
+    ccfpse, path = exported["ccfpse"]
+    photo = Image.fromarray(np.random.default_rng(1).integers(0, 255, (H, W, 3), dtype=np.uint8))
+    eager = [np.asarray(image) for image in ccfpse(label[0], style_image=photo, seed=4)]
+    ours = [np.asarray(image) for image in load_onnx_pipeline(path, threads=1)(label[0], style_image=photo, seed=4)]
+    assert max(int(np.abs(a.astype(int) - b).max()) for a, b in zip(eager, ours)) <= 1  # uint8 rounding only
+
+
+def test_traceable_rewrites_keep_the_eager_numbers():
+    """The model changes made for the export compute bit-identical values to the code they replaced."""
+    import torch.nn.functional as F
+
+    from inverseg.models.ccfpse import CondConvBlock, CondConvGenerator
+    from inverseg.models.lggan import LGGANGenerator
+    from inverseg.nn.condconv import conditional_depthwise_conv
+
+    generator = torch.Generator().manual_seed(0)
+    for kernel in (3, 5):  # conditional depthwise conv: unflatten instead of view(batch, …)
+        x = torch.randn(2, 5, 7, 9, generator=generator)
+        kernels = torch.randn(2, 5 * kernel * kernel, 7, 9, generator=generator)
+        patches = F.unfold(x, kernel, padding=kernel // 2).view(2, 5, kernel * kernel, 7, 9)
+        old = (patches * kernels.view(2, 5, kernel * kernel, 7, 9)).sum(dim=2)
+        assert torch.equal(conditional_depthwise_conv(x, kernels, kernel), old)
+    for mode, size in (("normal", (32, 64)), ("more", (64, 64)), ("most", (128, 128))):
+        # LGGAN's start map: a strided slice instead of nearest interpolation to the start grid
+        lggan = LGGANGenerator(5, size, 4, ngf=2, num_upsampling=mode, local_blocks=1).eval()
+        x_encode = lggan.encoder_head(torch.randn(1, 5, *size, generator=generator))
+        expected = F.interpolate(lggan.encoder_tail(x_encode), size=lggan.grid, mode="nearest")
+        assert torch.equal(lggan.start_map(x_encode), expected) and expected.shape[-2:] == lggan.grid
+    for mode, size in (("normal", (32, 64)), ("more", (64, 64))):
+        # CC-FPSE: every block reads the pyramid level of its own resolution (was: looked up by size)
+        ccfpse = CondConvGenerator(5, size, ngf=2, num_upsampling=mode, hidden=4, spectral=False).eval()
+        layout = torch.randn(1, 5, *size, generator=generator)
+        levels = {tuple(level.shape[-2:]): level for level in ccfpse.pyramid(layout)}
+        seen = []
+
+        def check(block, args, _output):
+            x, cond = args
+            seen.append(tuple(x.shape[-2:]))
+            assert torch.equal(cond[:, 5:], levels[tuple(x.shape[-2:])])
+
+        handles = [block.register_forward_hook(check) for block in ccfpse.modules()
+                   if isinstance(block, CondConvBlock)]
+        with torch.no_grad():
+            ccfpse(layout)
+        for handle in handles:
+            handle.remove()
+        assert len(seen) == 3 + len(ccfpse.up_blocks) and seen[-1] == size
+
+
 def test_sesame_edit_runs_on_onnx(exported):
     pipe, path = exported["sesame"]
     photo = Image.fromarray(np.full((H, W, 3), 90, dtype=np.uint8))
@@ -183,7 +294,7 @@ def test_onnx_runs_declare_the_eager_controls_less_what_the_graphs_cannot_do(exp
     assert exported["crn"][0].controls.max_k == 3 and exported["oasis"][0].controls.max_k is None
 
 
-def test_unsupported_requests_are_one_line_errors(exported, tmp_path):
+def test_unsupported_requests_are_one_line_errors(exported, tmp_path, monkeypatch):
     from inverseg.export import ExportError
 
     label = toy_label(1)[0]
@@ -193,9 +304,26 @@ def test_unsupported_requests_are_one_line_errors(exported, tmp_path):
         load_onnx_pipeline(exported["sims"][1]).method.sample(label[None], canvas="retrieved")
     with pytest.raises(ExportError, match="no such ONNX file"):
         load_onnx_pipeline(tmp_path / "missing.onnx")
-    safm, _ = build("safm-cpu", (H, W), "model.ngf=4", "model.spade_hidden=8")
-    with pytest.raises(ExportError, match="not supported"):
-        export_onnx(Pipeline(safm, SPEC, (H, W), None), tmp_path / "safm.onnx")
+    # a method without a graph (``Method.export_graph = None``) is refused before anything is written
+    crn, _ = exported["crn"]
+    monkeypatch.setattr(type(crn.method), "export_graph", None)
+    with pytest.raises(ExportError, match=r"ONNX export of crn runs is not supported .*--checkpoint RUN") as error:
+        export_onnx(crn, tmp_path / "none.onnx")
+    assert "\n" not in str(error.value) and not (tmp_path / "none.onnx").exists()
+    # the later methods refuse what their eager sample refuses, with the same one-line messages
+    lggan, lggan_path = exported["lggan"]
+    lggan_onnx = load_onnx_pipeline(lggan_path, threads=1).method
+    for kwargs, kind, text in (({"k": 2}, ValueError, "deterministic"),
+                               ({"style_image": torch.zeros(1, 3, H, W)}, TypeError, "without the VAE"),
+                               ({"noise": 1}, TypeError, "LGGAN takes style_image")):
+        with pytest.raises(kind, match=text) as error:
+            lggan_onnx.sample(label[None], **kwargs)
+        assert "\n" not in str(error.value)
+        with pytest.raises(kind, match=text):
+            lggan.method.sample(label[None], **kwargs)
+    with pytest.raises(TypeError, match="SAFM takes style_image") as error:
+        load_onnx_pipeline(exported["safm"][1], threads=1).method.sample(label[None], canvas="empty")
+    assert "\n" not in str(error.value)
 
 
 def test_cli_export_then_synthesize_with_the_onnx_backend(tmp_path, capsys):

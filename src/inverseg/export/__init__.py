@@ -2,9 +2,10 @@
 
 ``export_onnx(pipe, path)`` (``inverseg export``) writes the network that turns a label map into an image, with
 every random quantity of the method (SPADE's z, OASIS's 3D noise, pix2pixHD's cluster features, SIMS's canvas)
-as an explicit graph input.  ``load_onnx_pipeline(path)`` (``inverseg synthesize --model``) rebuilds a
+as an explicit graph input, and so is SAFM's shape descriptor (a flood fill per region, which ONNX cannot do).  ``load_onnx_pipeline(path)`` (``inverseg synthesize --model``) rebuilds a
 :class:`~inverseg.pipeline.Pipeline` from the file alone: it draws those inputs exactly as the eager method does,
-so the same seed gives the same images, and runs the graph with onnxruntime.
+so the same seed gives the same images, computes SAFM's descriptor as the eager method does, and runs the graph
+with onnxruntime.
 """
 
 from __future__ import annotations

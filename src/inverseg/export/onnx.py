@@ -3,20 +3,25 @@
 What the graph computes is exactly the eager ``method.sample`` for *given* random inputs: the label encoding
 (one-hot [+ void / don't-care channel] [+ instance edges]) is part of the graph, the random draws are not:
 
-=========  ================================================  ===================================================
-method     graph inputs (all batch-first, batch dynamic)       output
-=========  ================================================  ===================================================
-crn        label                                             images (B, k, 3, H, W), the model's k outputs
-spade      label [, instance] [, z (B, z_dim) with the VAE]  image (B, 3, H, W)
-oasis      label [, noise (B, z_dim, H, W)]                  image
-pix2pixhd  label [, instance] [, features (B, feat, H, W)]   image
-sims       label, canvas (B, 3, H, W), mask (B, 1, H, W)     image
-sesame     label [, instance], photo (B, 3, H, W), hole      image (composited with the photo outside the hole)
-=========  ================================================  ===================================================
+===========  ================================================  =================================================
+graph        graph inputs (all batch-first, batch dynamic)       output
+===========  ================================================  =================================================
+crn          label                                             images (B, k, 3, H, W), the model's k outputs
+spade        label [, instance] [, layout inputs (SAFM: spd     image (B, 3, H, W)
+             (B, 72, H, W))] [, z (B, z_dim) with the VAE]
+oasis        label [, noise (B, z_dim, H, W)]                  image
+pix2pixhd    label [, instance] [, features (B, feat, H, W)]   image
+sims         label, canvas (B, 3, H, W), mask (B, 1, H, W)     image
+sesame       label [, instance], photo (B, 3, H, W), hole      image (composited with the photo outside the hole)
+===========  ================================================  =================================================
+
+A method names its graph with ``Method.export_graph``: SPADE's forks that sample as SPADE does (CC-FPSE, LGGAN,
+SAFM) inherit ``spade``; a layout channel a graph cannot compute (SAFM's shape descriptor, a flood fill) is declared
+by the method's ``layout_inputs`` hook and becomes an input after ``instance``.
 
 ``label`` / ``instance`` are int64 ids (B, H, W) at the model's size (values outside the classes = void, as in
-``LabelSpec.one_hot``); images are in [-1, 1].  SPADE's style encoder (VAE) is a second file ``NAME.style.onnx``
-(photo → μ, log σ²) because a graph cannot skip it when z is drawn from N(0, I).
+``LabelSpec.one_hot``); images are in [-1, 1].  The style encoder (VAE) of SPADE and its forks is a second file
+``NAME.style.onnx`` (photo → μ, log σ²) because a graph cannot skip it when z is drawn from N(0, I).
 
 Everything the runtime needs (method, classes and colours, size, inputs, how to draw the random inputs,
 pix2pixHD's cluster table) is stored as ``inverseg.*`` entries of the model's ``metadata_props``, so the runtime
@@ -39,7 +44,7 @@ from ..errors import InversegError
 
 FORMAT_VERSION = 1
 DEFAULT_OPSET = 17
-EXPORTABLE_METHODS = ("crn", "spade", "oasis", "pix2pixhd", "sims", "sesame")
+EXPORTABLE_METHODS = ("crn", "spade", "oasis", "pix2pixhd", "sims", "sesame", "ccfpse", "lggan", "safm")
 
 
 class ExportError(InversegError, RuntimeError):
@@ -103,23 +108,30 @@ class CRNGraph(nn.Module):
 
 
 class SPADEGraph(nn.Module):
+    """SPADE and the forks that sample like it (CC-FPSE, LGGAN, SAFM): the generator on [encoding, the method's
+    ``layout_inputs``] [and z]."""
+
     def __init__(self, method):
         super().__init__()
         model = method.settings.model
         self.encoding = Encoding(method.spec.num_classes, model.dontcare_channel, model.instance_edges)
         self.generator = method.generator
         self.with_z = method.encoder is not None
+        self.layout_inputs = len(method.layout_inputs())
 
     def forward(self, label: torch.Tensor, *rest: torch.Tensor) -> torch.Tensor:
         instance = rest[0] if self.encoding.edges else None
         layout = self.encoding(label, instance)
+        first = int(self.encoding.edges)
+        if self.layout_inputs:
+            layout = torch.cat([layout, *rest[first:first + self.layout_inputs]], dim=1)
         if self.with_z:
             return self.generator(layout, rest[-1]).clamp(-1.0, 1.0)
         return self.generator(layout).clamp(-1.0, 1.0)
 
 
 class StyleGraph(nn.Module):
-    """SPADE's VAE encoder: photo (B,3,H,W) → (μ, log σ²)."""
+    """The VAE encoder of SPADE and its forks: photo (B,3,H,W) → (μ, log σ²)."""
 
     def __init__(self, method):
         super().__init__()
@@ -193,23 +205,36 @@ class SESAMEGraph(nn.Module):
 
 
 # --------------------------------------------------------------------------------------------- per method
+def graph_name(method) -> str:
+    """The method's graph (``Method.export_graph``), or the one-line ExportError of a method that has none."""
+    name = getattr(method, "export_graph", None)
+    if name not in GRAPHS:
+        raise ExportError(f"ONNX export of {method.name} runs is not supported (supported: "
+                          f"{', '.join(EXPORTABLE_METHODS)}); fix: synthesize with --checkpoint RUN")
+    return name
+
+
 def graph_inputs(method) -> tuple[list[GraphInput], dict]:
-    """The graph's inputs and the sampling facts the runtime needs to draw them (method-specific)."""
+    """The graph's inputs and the sampling facts the runtime needs to draw them (per graph)."""
     height, width = method.image_size
     label = GraphInput("label", "int64", ("batch", height, width), "class ids at the model size; other values = void")
     instance = GraphInput("instance", "int64", ("batch", height, width),
                           "instance ids for the edge channel (pass the label map when there are none)")
-    name = method.name
+    name = graph_name(method)
     if name == "crn":
         return [label], {"num_outputs": method.settings.model.num_outputs}
     if name == "spade":
         inputs = [label] + ([instance] if method.settings.model.instance_edges else [])
+        extra = method.layout_inputs()
+        inputs += [GraphInput(key, "float32", ("batch", facts["channels"], height, width), facts["about"])
+                   for key, facts in extra.items()]
+        sampling = {"layout_inputs": extra} if extra else {}
         if method.encoder is None:
-            return inputs, {"z_dim": 0}
+            return inputs, {"z_dim": 0, **sampling}
         vae = method.settings.vae
         inputs.append(GraphInput("z", "float32", ("batch", vae.z_dim),
                                  "latent code: N(0, I), or μ + σ·ε of a style photo (NAME.style.onnx)"))
-        return inputs, {"z_dim": vae.z_dim, "style_z": vae.style_z}
+        return inputs, {"z_dim": vae.z_dim, "style_z": vae.style_z, **sampling}
     if name == "oasis":
         z_dim = method.settings.model.z_dim
         if not z_dim:
@@ -235,8 +260,7 @@ def graph_inputs(method) -> tuple[list[GraphInput], dict]:
         inputs += [GraphInput("photo", "float32", ("batch", 3, height, width), "the photo in [-1, 1] (zeros: none)"),
                    GraphInput("hole", "float32", ("batch", 1, height, width), "1 = re-render, 0 = keep the photo")]
         return inputs, {}
-    raise ExportError(f"ONNX export of {name} runs is not supported (supported: {', '.join(EXPORTABLE_METHODS)}); "
-                      f"SAFM's shape descriptor is computed per region in Python and has no graph form yet")
+    raise AssertionError(f"graph {name} has no inputs")  # unreachable: graph_name checks GRAPHS
 
 
 GRAPHS = {"crn": CRNGraph, "spade": SPADEGraph, "oasis": OASISGraph, "pix2pixhd": Pix2PixHDGraph,
@@ -246,7 +270,7 @@ GRAPHS = {"crn": CRNGraph, "spade": SPADEGraph, "oasis": OASISGraph, "pix2pixhd"
 def build_graph(method) -> tuple[nn.Module, list[GraphInput], dict]:
     """The module to trace (sharing the method's weights), its inputs and the sampling facts."""
     inputs, sampling = graph_inputs(method)
-    return GRAPHS[method.name](method).eval(), inputs, sampling
+    return GRAPHS[graph_name(method)](method).eval(), inputs, sampling
 
 
 def inference_copy(module: nn.Module) -> nn.Module:
@@ -331,32 +355,32 @@ def export_onnx(pipe, out: str | Path, opset: int = DEFAULT_OPSET) -> list[Path]
     """
     _require_onnx()
     method = pipe.method
-    if method.name not in GRAPHS:
-        graph_inputs(method)  # raises the ExportError naming the supported methods
+    graph = graph_name(method)  # before any file is written: an unsupported method is a one-line error
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     module, inputs, sampling = build_graph(method)
     names = [item.name for item in inputs]
-    output = "images" if method.name == "crn" else "image"
+    output = "images" if graph == "crn" else "image"
     _trace(module, tuple(example_inputs(inputs, pipe.spec)), out, names, [output], opset)
     written = [out]
     height, width = pipe.image_size
     outputs = [{"name": output, "dtype": "float32",
                 "shape": ["batch", *(["k"] if output == "images" else []), 3, height, width],
                 "about": "images in [-1, 1]"}]
-    if method.name == "spade" and method.encoder is not None:
+    if graph == "spade" and method.encoder is not None:
         style_path = out.with_name(out.stem + ".style.onnx")
         style_input = GraphInput("photo", "float32", ("batch", 3, height, width), "style photo in [-1, 1]")
         _trace(StyleGraph(method).eval(), (example_inputs([style_input], pipe.spec)[0],), style_path,
                ["photo"], ["mu", "logvar"], opset)
-        _write_metadata(style_path, {"inverseg.role": "spade style encoder", "inverseg.generator": out.name},
-                        "SPADE's VAE image encoder: photo (B,3,H,W) in [-1,1] → mu, logvar (B, z_dim)")
+        _write_metadata(style_path, {"inverseg.role": f"{method.name} style encoder", "inverseg.generator": out.name},
+                        f"{method.name}'s VAE image encoder: photo (B,3,H,W) in [-1,1] → mu, logvar (B, z_dim)")
         sampling["style_encoder"] = style_path.name
         written.append(style_path)
     config = getattr(pipe, "config", None)
     entries = {
         "inverseg.format": str(FORMAT_VERSION),
         "inverseg.method": method.name,
+        "inverseg.graph": graph,
         "inverseg.image_size": json.dumps(list(pipe.image_size)),
         "inverseg.spec": json.dumps(pipe.spec.to_dict()),
         "inverseg.inputs": json.dumps([asdict(item) for item in inputs]),

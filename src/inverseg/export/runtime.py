@@ -3,8 +3,10 @@
 :class:`OnnxSampler` stands in for a ``Method`` in :class:`~inverseg.pipeline.Pipeline` (``sample``, ``device``,
 ``last_extras``), so label reading, resizing, style photos and SESAME's ``edit`` work unchanged.  Its ``sample``
 draws the random graph inputs with the same torch calls, in the same order, as the eager ``method.sample`` — so
-``seed=s`` gives the same images on both backends (up to float rounding, checked ≤ 1e-4 by the tests).  Only the
-model file is read: classes, size and sampling facts come from its ``inverseg.*`` metadata.
+``seed=s`` gives the same images on both backends (up to float rounding, checked ≤ 1e-4 by the tests); SAFM's
+shape descriptor, an input of its graph, is computed here with the eager code.  Only the model file is read:
+classes, size and sampling facts come from its ``inverseg.*`` metadata.  Sampling is per graph
+(``inverseg.graph``: SPADE's forks CC-FPSE, LGGAN and SAFM use ``_sample_spade``).
 
 Not on this backend (a TypeError with the fix): OASIS's ``resample_classes`` / ``resample_mask``, pix2pixHD's
 ``style_image`` (its instance pooling has no graph form), and SIMS's retrieved canvases (the memory bank and the
@@ -66,16 +68,21 @@ class OnnxSampler:
         self.session = open_session(self.path, threads)
         meta = read_metadata(self.session, self.path)
         self.name = meta["inverseg.method"]
+        self.graph = meta.get("inverseg.graph", self.name)  # files of format 1 before it was stored: = method
+        if not hasattr(self, f"_sample_{self.graph}"):
+            raise ExportError(f"{self.path}: its graph {self.graph!r} is unknown to this inverseg; fix: upgrade "
+                              f"inverseg")
         self.spec = LabelSpec.from_dict(json.loads(meta["inverseg.spec"]))
         self.image_size = tuple(json.loads(meta["inverseg.image_size"]))
         self.input_names = [item["name"] for item in json.loads(meta["inverseg.inputs"])]
         self.sampling = json.loads(meta["inverseg.sampling"])
         self.config = build_run_config(json.loads(meta["inverseg.config"])) if "inverseg.config" in meta else None
-        self.edits_photos = self.name == "sesame"
+        self.edits_photos = self.graph == "sesame"
         self.last_extras: dict[str, torch.Tensor] = {}
         self.last_noise: torch.Tensor | None = None
         self._style_session = None
         self._clusters = None
+        self._spd_cache = None
         self.device = torch.device("cpu")
 
     def eval(self) -> "OnnxSampler":
@@ -84,15 +91,15 @@ class OnnxSampler:
     def inference_controls(self) -> InferenceControls:
         """The method's controls as far as this backend has them (no re-sampling, no pix2pixHD style photo, and
         SIMS's empty canvas gives one image), read from the sampling metadata."""
-        sampling = self.sampling
-        if self.name == "crn":
+        sampling, graph = self.sampling, self.graph
+        if graph == "crn":
             return InferenceControls(max_k=sampling["num_outputs"])
-        if self.name in ("spade", "oasis") and sampling.get("z_dim"):
-            return InferenceControls(max_k=None, style_image=self.name == "spade")
-        if self.name == "pix2pixhd" and sampling.get("feat_num"):
+        if graph in ("spade", "oasis") and sampling.get("z_dim"):
+            return InferenceControls(max_k=None, style_image=graph == "spade")
+        if graph == "pix2pixhd" and sampling.get("feat_num"):
             varied = max(sampling["counts"], default=0) > 1
             return InferenceControls(max_k=None if varied else 1, clusters=sampling["n_clusters"])
-        return InferenceControls(canvas=self.name == "sims")
+        return InferenceControls(canvas=graph == "sims")
 
     # ------------------------------------------------------------------ running the graph
     def run(self, **inputs: torch.Tensor) -> torch.Tensor:
@@ -128,7 +135,7 @@ class OnnxSampler:
                **style) -> torch.Tensor:
         """(B,H,W) ids → (B,k,3,H,W) in [-1, 1], drawing the random inputs as the eager method does."""
         label = label.long().cpu()
-        return getattr(self, f"_sample_{self.name}")(label, k, generator, **style)
+        return getattr(self, f"_sample_{self.graph}")(label, k, generator, **style)
 
     def _sample_crn(self, label, k, generator, **style):
         if style:
@@ -139,18 +146,35 @@ class OnnxSampler:
                              f"fix: ask for k ≤ {available}")
         return self.run(label=label)[:, :k]
 
+    def _layout_inputs(self, label: torch.Tensor, instance) -> dict[str, torch.Tensor]:
+        """The graph's ``layout_inputs`` (``SPADE.layout_inputs``), computed from the maps as the method does."""
+        feeds = {}
+        for name, facts in self.sampling.get("layout_inputs", {}).items():
+            if name != "spd":
+                raise ExportError(f"{self.path}: input {name!r} is unknown to this inverseg; fix: upgrade inverseg")
+            from ..labels.shape_context import SPDCache, shape_descriptor
+            from ..methods.safm import spd_regions
+
+            if self._spd_cache is None:
+                self._spd_cache = SPDCache(facts.get("cache_mb", 0.0))
+            regions = spd_regions(label, instance, facts["source"], facts["min_instance_id"], self.spec.num_classes)
+            feeds[name] = shape_descriptor(regions, self._spd_cache).float()
+        return feeds
+
     def _sample_spade(self, label, k, generator, style_image=None, instance=None, **unknown):
+        """SPADE and its forks (CC-FPSE, LGGAN, SAFM): the messages name the method as its eager ``sample`` does."""
         from ..models.spade import reparameterize
 
+        name = self.name.upper()
         if unknown:
-            raise TypeError(f"SPADE takes style_image=IMAGE or instance=MAP; got {', '.join(unknown)}")
-        feeds = {"label": label, **self._instance(label, instance)}
+            raise TypeError(f"{name} takes style_image=IMAGE or instance=MAP; got {', '.join(unknown)}")
+        feeds = {"label": label, **self._instance(label, instance), **self._layout_inputs(label, instance)}
         z_dim = self.sampling["z_dim"]
         if not z_dim:
             if style_image is not None:
-                raise TypeError("this SPADE was trained without the VAE image encoder, so it cannot take a style "
-                                "image; fix: train with vae.enabled=true")
-            self._deterministic("SPADE", k)
+                raise TypeError(f"this {name} was trained without the VAE image encoder, so it cannot take a style "
+                                f"image; fix: train with vae.enabled=true")
+            self._deterministic(name, k)
             return self.run(**feeds)[:, None]
         batch = label.shape[0]
         if style_image is not None:
@@ -170,7 +194,7 @@ class OnnxSampler:
         return torch.stack(outputs, dim=1)
 
     def style_session(self):
-        """SPADE's style encoder, ``NAME.style.onnx`` next to the model (opened on first use)."""
+        """The VAE style encoder, ``NAME.style.onnx`` next to the model (opened on first use)."""
         if self._style_session is None:
             path = self.path.with_name(self.sampling.get("style_encoder") or self.path.stem + ".style.onnx")
             if not path.is_file():

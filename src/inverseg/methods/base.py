@@ -47,6 +47,9 @@ class Method(nn.Module):
     # Modules whose tensors ``--init-from`` copies (None: all checkpoint modules).  Learned weights only: loss
     # schedules such as CRN's λ balancer belong to the run that measured them and start afresh.
     transfer_modules: ClassVar[tuple[str, ...] | None] = None
+    # The graph of ``export/onnx.py`` that computes this method's ``sample`` for given random inputs, which
+    # ``inverseg export`` asks for (None: not exportable).  A fork that samples like its parent inherits it.
+    export_graph: ClassVar[str | None] = None
 
     def __init__(self, settings: Any, spec: LabelSpec, image_size: tuple[int, int], training: bool = True):
         super().__init__()

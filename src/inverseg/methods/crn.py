@@ -118,6 +118,7 @@ def build_vgg(config: PerceptualConfig, layers: tuple[str, ...]):
 
 class CRN(Method):
     name = "crn"
+    export_graph = "crn"
     Settings = CRNSettings
     checkpoint_modules = ("generator", "balancer")
     inference_modules = ("generator",)

@@ -120,6 +120,7 @@ class OASISSettings:
 
 class OASIS(GANMethod):
     name = "oasis"
+    export_graph = "oasis"
     Settings = OASISSettings
     checkpoint_modules = ("generator", "discriminator", "generator_ema")
     inference_modules = ("generator", "generator_ema")

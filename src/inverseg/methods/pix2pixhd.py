@@ -108,6 +108,7 @@ class Pix2PixHDSettings:
 
 class Pix2PixHD(GANMethod):
     name = "pix2pixhd"
+    export_graph = "pix2pixhd"
     Settings = Pix2PixHDSettings
     checkpoint_modules = ("generator", "discriminator", "encoder", "clusters", "generator_ema")
     inference_modules = ("generator", "generator_ema", "encoder", "clusters")

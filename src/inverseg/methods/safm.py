@@ -44,6 +44,28 @@ from .spade import SPADE, SPADELossConfig, SPADEModelConfig, VAEConfig
 SPD_SOURCES = ("instance", "label")
 
 
+def spd_regions(label: torch.Tensor, instance: torch.Tensor | None, source: str, min_instance_id: int,
+                num_classes: int, training: bool = False) -> torch.Tensor:
+    """(B,H,W) region ids for the SPD, −1 where a pixel belongs to no region (``spd.source`` and
+    ``spd.min_instance_id``; a function so that the ONNX runtime computes the same regions without the method)."""
+    if source == "instance":
+        if instance is not None:
+            instance = torch.as_tensor(instance).to(label.device)
+            if instance.dim() == 2:
+                instance = instance.unsqueeze(0)
+            if instance.shape[-2:] != label.shape[-2:]:
+                instance = torch.nn.functional.interpolate(instance[:, None].float(), size=label.shape[-2:],
+                                                           mode="nearest")[:, 0].long()
+            return torch.where(instance >= min_instance_id, instance.long(), torch.full_like(instance, -1))
+        if training:
+            raise ValueError("spd.source is 'instance' but the batch has no instance maps (e.g. CamVid has "
+                             "none); fix: set spd.source=label, or use a dataset with instance maps")
+        # sampling without an instance map: one region per class of the label map (like the edge channel's
+        # fallback to class boundaries); pass instance=MAP for the instance-level descriptor
+    valid = (label >= 0) & (label < num_classes)
+    return torch.where(valid, label, torch.full_like(label, -1))
+
+
 @dataclass
 class SAFMModelConfig(SPADEModelConfig):
     placement: str = "blocks"         # blocks: SAFM in every norm (ADE20K, COCO) | input: once, then SPADE (Cityscapes)
@@ -126,22 +148,16 @@ class SAFM(SPADE):
     def regions(self, label: torch.Tensor, instance: torch.Tensor | None, training: bool = False) -> torch.Tensor:
         """(B,H,W) region ids for the SPD, −1 where a pixel belongs to no region."""
         spd = self.settings.spd
-        if spd.source == "instance":
-            if instance is not None:
-                instance = torch.as_tensor(instance).to(label.device)
-                if instance.dim() == 2:
-                    instance = instance.unsqueeze(0)
-                if instance.shape[-2:] != label.shape[-2:]:
-                    instance = torch.nn.functional.interpolate(instance[:, None].float(), size=label.shape[-2:],
-                                                               mode="nearest")[:, 0].long()
-                return torch.where(instance >= spd.min_instance_id, instance.long(), torch.full_like(instance, -1))
-            if training:
-                raise ValueError("spd.source is 'instance' but the batch has no instance maps (e.g. CamVid has "
-                                 "none); fix: set spd.source=label, or use a dataset with instance maps")
-            # sampling without an instance map: one region per class of the label map (like the edge channel's
-            # fallback to class boundaries); pass instance=MAP for the instance-level descriptor
-        valid = (label >= 0) & (label < self.spec.num_classes)
-        return torch.where(valid, label, torch.full_like(label, -1))
+        return spd_regions(label, instance, spd.source, spd.min_instance_id, self.spec.num_classes, training)
+
+    def layout_inputs(self) -> dict[str, dict]:
+        """The SPD is an input of the exported graph: outlines need a flood fill (``binary_fill_holes``), which has
+        no ONNX form; the runtime computes it with :func:`spd_regions` and ``shape_descriptor`` from these facts."""
+        spd = self.settings.spd
+        return {"spd": {"channels": SPD_CHANNELS, "source": spd.source, "min_instance_id": spd.min_instance_id,
+                        "cache_mb": spd.cache_mb,
+                        "about": f"shape-aware position descriptor of the {spd.source} map's regions "
+                                 f"(labels/shape_context.shape_descriptor)"}}
 
     def layout(self, label: torch.Tensor, instance: torch.Tensor | None, training: bool = False) -> torch.Tensor:
         """[one-hot (+ don't care) (+ edges), SPD] — G's conditioning; D gets it without the SPD."""

@@ -99,6 +99,7 @@ class SesameSettings:
 
 class SESAME(GANMethod):
     name = "sesame"
+    export_graph = "sesame"
     Settings = SesameSettings
     checkpoint_modules = ("generator", "discriminator", "generator_ema")
     inference_modules = ("generator", "generator_ema")

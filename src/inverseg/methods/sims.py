@@ -204,6 +204,7 @@ def open_or_build_bank(config: SIMSBankConfig, spec: LabelSpec, image_size: tupl
 # ---------------------------------------------------------------------------------------------------------
 class SIMS(Method):
     name = "sims"
+    export_graph = "sims"
     Settings = SIMSSettings
     checkpoint_modules = ("synthesis", "transformer", "orderer", "balancer")
     inference_modules = ("synthesis", "transformer", "orderer")

@@ -91,6 +91,7 @@ class SPADESettings:
 
 class SPADE(GANMethod):
     name = "spade"
+    export_graph = "spade"  # also CC-FPSE, LGGAN and SAFM, which sample as SPADE does
     Settings = SPADESettings
     checkpoint_modules = ("generator", "discriminator", "encoder", "generator_ema")
     inference_modules = ("generator", "generator_ema", "encoder")
@@ -123,6 +124,12 @@ class SPADE(GANMethod):
         model = self.settings.model
         return encode_layout(self.spec, label, model.dontcare_channel, model.instance_edges, instance,
                              require_instance=training)
+
+    def layout_inputs(self) -> dict[str, dict]:
+        """Channels ``layout`` appends to the label encoding that a graph cannot compute, by name, with what the
+        ONNX runtime needs to compute them (``channels``, ``about`` and method facts).  ``inverseg export`` makes
+        each one a graph input; SPADE has none (SAFM: its SPD)."""
+        return {}
 
     def generate(self, generator, layout: torch.Tensor, real: torch.Tensor, with_kld: bool = False,
                  noise: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -21,7 +21,7 @@ convolution block* whose convolution kernels are predicted from the layout:
 The conditional convolution is ``inverseg.nn.condconv.conditional_depthwise_conv`` (one unfold, one product,
 one sum over taps — shared with SAFM).  Which pyramid level a block reads is the one with the block's resolution
 (officially hard-wired per block; it comes to the same, including ``G_middle_1`` reusing the 16×16 level in the
-'normal' layout).
+'normal' layout), found by counting the upsamplings.
 
 **Discriminator.**  One scale, image only: conv3 s2 encoders 64, 128, 256, 512, 512 (spectral + instance norm,
 LReLU), top-down lateral 1×1 convs to 256 with bilinear ×2 upsampling, and per level (1/4, 1/8, 1/16) a conv3 →
@@ -172,23 +172,29 @@ class CondConvGenerator(nn.Module):
         if self.z_dim:
             if z is None:
                 raise ValueError("this CC-FPSE generator was built with a VAE latent: pass z (B, z_dim)")
-            x = self.fc(z).view(-1, 16 * self.ngf, *self.grid)
+            x = self.fc(z).unflatten(1, (16 * self.ngf, *self.grid))  # (a traced reshape keeps C known)
         else:
             x = self.fc(F.interpolate(layout, size=self.grid, mode="nearest"))
-        levels = {tuple(p.shape[-2:]): p for p in self.pyramid(layout)}
+        levels = self.pyramid(layout)  # coarsest (the start grid) first, each twice the size of the one before
 
-        def run(block: CondConvBlock, x: torch.Tensor) -> torch.Tensor:
-            size = tuple(x.shape[-2:])
-            cond = torch.cat([F.interpolate(layout, size=size, mode="nearest"), levels[size]], dim=1)
+        def run(block: CondConvBlock, x: torch.Tensor, level: int) -> torch.Tensor:
+            # the level is counted, not looked up by size: traced sizes are tensors (inverseg export)
+            feature = levels[level]
+            cond = torch.cat([F.interpolate(layout, size=feature.shape[-2:], mode="nearest"), feature], dim=1)
             return block(x, cond)
 
-        x = run(self.head_0, x)
-        x = run(self.middle_0, F.interpolate(x, scale_factor=2, mode="nearest"))
+        def up(x: torch.Tensor) -> torch.Tensor:
+            return F.interpolate(x, scale_factor=2, mode="nearest")
+
+        x = run(self.head_0, x, 0)
+        x = run(self.middle_0, up(x), 1)
+        level = 1
         if self.upsample_between_middles:
-            x = F.interpolate(x, scale_factor=2, mode="nearest")
-        x = run(self.middle_1, x)
+            x, level = up(x), 2
+        x = run(self.middle_1, x, level)
         for block in self.up_blocks:
-            x = run(block, F.interpolate(x, scale_factor=2, mode="nearest"))
+            level += 1
+            x = run(block, up(x), level)
         return torch.tanh(self.conv_img(F.leaky_relu(x, 0.2)))
 
 

@@ -5,8 +5,8 @@ semantic_image_synthesis/models/networks/generator.py: LGGANGenerator``, methods
 One shared encoder E feeds three heads (paper Fig. 2: E, G_g, G_l, G_w):
 
     E    reflect-pad 3 → conv7 (C → nf) → conv3 s2 (2nf) → conv3 s2 (4nf) = x_encode (¼) → conv3 s2 (8nf)
-         → conv3 s2 (16nf) (1/16), all InstanceNorm + ReLU; the 1/16 map is nearest-resized (subsampled) to the
-         start grid — it replaces SPADE's ``fc`` of the downsampled label map;
+         → conv3 s2 (16nf) (1/16), all InstanceNorm + ReLU; the 1/16 map is nearest-resized (subsampled: every
+         2nd, 4th or 8th row and column) to the start grid — it replaces SPADE's ``fc`` of the downsampled label map;
     G_g  the SPADE trunk (ResBlks 16nf ×3, 8nf, 4nf, 2nf, nf, conditioned on the full layout) → ``global``;
     G_l  9 reflect-padded residual blocks on x_encode, two stride-2 transposed convs (2nf, nf) → feature F at full
          resolution; per class k: F ⊙ M_k → reflect-pad 3 → **class-specific** conv7 (nf → 3) → tanh
@@ -36,7 +36,7 @@ from torch import nn
 
 from ..nn.spade import SPADEResBlock
 from .pix2pixhd import ResnetBlock, conv7_in, down, up
-from .spade import add_spade_decoder, spade_decoder, start_grid
+from .spade import UPSAMPLING, add_spade_decoder, spade_decoder, start_grid
 
 
 @dataclass
@@ -74,6 +74,8 @@ class LGGANGenerator(nn.Module):
             raise ValueError(f"model.local_classes must be null or between 1 and {num_classes} (the classes), "
                              f"got {local_classes}")
         self.grid = start_grid(tuple(output_size), num_upsampling)
+        # E halves the size four times (the output size is a multiple of 2^ups ≥ 32, so exactly): grid = that / step
+        self.start_step = 2 ** (UPSAMPLING[num_upsampling] - 4)
         self.num_classes, self.mask_channels = num_classes, mask_channels
         self.single_classes = num_classes if local_classes is None else local_classes
         # a branch for "every other class" only when classes are grouped (official ADE20K)
@@ -113,6 +115,12 @@ class LGGANGenerator(nn.Module):
             masks = torch.cat([masks, other], 1)
         return masks
 
+    def start_map(self, x_encode: torch.Tensor) -> torch.Tensor:
+        """E's 1/16 map subsampled to the start grid: every ``start_step``-th row and column, which is exactly what
+        nearest interpolation to the grid picks (the step is a power of two).  A slice rather than
+        ``F.interpolate(size=grid)``: the exported Resize loses the channel count the next batch norm needs."""
+        return self.encoder_tail(x_encode)[:, :, ::self.start_step, ::self.start_step]
+
     def global_branch(self, start: torch.Tensor, layout: torch.Tensor) -> torch.Tensor:
         return spade_decoder(self, start, layout)
 
@@ -131,7 +139,7 @@ class LGGANGenerator(nn.Module):
     # ------------------------------------------------------------------ forward
     def forward(self, layout: torch.Tensor, details: bool = False) -> torch.Tensor | LGGANOutputs:
         x_encode = self.encoder_head(layout)
-        start = F.interpolate(self.encoder_tail(x_encode), size=self.grid, mode="nearest")
+        start = self.start_map(x_encode)
         global_image = self.global_branch(start, layout)
 
         masks = self.branch_masks(layout)

@@ -26,5 +26,8 @@ def conditional_depthwise_conv(x: torch.Tensor, kernels: torch.Tensor, kernel_si
     if tuple(kernels.shape) != (batch, channels * taps, height, width):
         raise ValueError(f"per-pixel kernels for input {tuple(x.shape)} and a {kernel_size}×{kernel_size} kernel "
                          f"must have shape {(batch, channels * taps, height, width)}, got {tuple(kernels.shape)}")
-    patches = F.unfold(x, kernel_size, padding=kernel_size // 2).view(batch, channels, taps, height, width)
-    return (patches * kernels.view(batch, channels, taps, height, width)).sum(dim=2)
+    # unflatten, not view(batch, …): the same views, but a traced view with the batch size loses every dimension
+    # of its output, and the ONNX export of a later parameter-free batch norm needs the channel count
+    patches = F.unfold(x, kernel_size, padding=kernel_size // 2).unflatten(1, (channels, taps))
+    patches = patches.unflatten(3, (height, width))
+    return (patches * kernels.unflatten(1, (channels, taps))).sum(dim=2)
