@@ -44,6 +44,15 @@ def count_side_work() -> None:
         module.recalibrate_batch_norm = counted("recalibrate", module.recalibrate_batch_norm)
 
 
+def balancer_state(method) -> dict | None:
+    """CRN's λ balancer: the weights, the running statistics and whether λ was rebalanced (a bool buffer)."""
+    balancer = getattr(method, "balancer", None)
+    if balancer is None:
+        return None
+    return {"weights": balancer.weights.tolist(), "running_sum": balancer.running_sum.tolist(),
+            "running_count": int(balancer.running_count), "rebalanced": bool(balancer.rebalanced)}
+
+
 def gather(value) -> list:
     values = [None] * dist.get_world_size()
     dist.all_gather_object(values, value)
@@ -86,7 +95,8 @@ def main() -> None:
                            "world_size": trainer.dist.world_size,
                            "side_work": gather({key: SIDE_WORK[key] - before[key] for key in SIDE_WORK}),
                            "centres": gather(clusters.centers.tolist() if clusters is not None else None),
-                           "cluster_counts": gather(clusters.counts.tolist() if clusters is not None else None)}
+                           "cluster_counts": gather(clusters.counts.tolist() if clusters is not None else None),
+                           "balancer": gather(balancer_state(trainer.method))}
     if dist.get_rank() == 0:
         Path(out).write_text(json.dumps(results))
     dist.destroy_process_group()

@@ -139,6 +139,22 @@ def test_gan_methods_keep_identical_weights_on_every_rank(tmp_path):
         assert ckpt.read_state(ckpt.resolve_checkpoint(tmp_path / preset))["world_size"] == 2
 
 
+def test_crn_lambda_balancer_ends_identical_on_every_rank(data_root, tmp_path):
+    """CRN's λ balancer observes each rank's own losses; rank 0's statistics are broadcast after every step, so the
+    ranks agree on λ before and after the rebalance (at step 4 here; with several processes λ comes from rank 0's
+    shard, as DDP's batch-norm statistics do)."""
+    overrides = [*tiny_overrides(data_root), "train.batch_size=1", "train.threads=1", "loss.balance=once"]
+    result = torchrun(str(TESTS / "_ddp_worker.py"), str(tmp_path / "out.json"), str(tmp_path),
+                      f"crn-cpu:{';'.join(overrides)}", timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((tmp_path / "out.json").read_text())["crn-cpu"]
+    assert report["step"] == 4 and report["identical"] is True
+    rank0, rank1 = report["balancer"]
+    assert rank0 == rank1
+    assert rank0["rebalanced"] is True and rank0["running_count"] == 0  # λ was measured, then frozen
+    assert len(set(rank0["weights"])) > 1  # measured λ per term, not the uniform start
+
+
 def test_pix2pixhd_clusters_are_computed_by_rank_0_and_identical_on_every_rank(tmp_path):
     """The k-means of the encoder's instance features runs on rank 0 only (at the gallery and at each checkpoint);
     the other rank skips it and receives the same centres."""
