@@ -35,6 +35,7 @@ from torch import nn
 
 T = TypeVar("T")
 
+
 @dataclass(frozen=True)
 class Distributed:
     rank: int = 0
