@@ -120,18 +120,61 @@ def test_pix2pixhd_with_two_processes_equals_one_process_with_the_global_batch(t
 
 
 def test_gan_methods_keep_identical_weights_on_every_rank(tmp_path):
-    """G/D alternation (SPADE), EMA + batch-norm recalibration (OASIS): every rank ends with the same weights."""
+    """G/D alternation and EMA with batch-norm recalibration (SPADE, OASIS): every rank ends with the same weights,
+    and only rank 0 recalibrates the EMA generator (the other ranks receive its buffers)."""
     common = [*synthetic_overrides(steps=2), "train.batch_size=1", "train.threads=1"]
+    spade = [*common, "ema.decay=0.9", "ema.recalibrate_batches=1"]
     oasis = [o for o in common if not o.startswith("discriminator.")] + [
         "model.ngf=4", "model.spade_hidden=8", "model.z_dim=8", "discriminator.channels=[8,8,16,16,16]",
         "discriminator.last_channels=8", "ema.recalibrate_batches=2"]
-    jobs = [f"spade-cpu:{';'.join(common)}", f"oasis-cpu:{';'.join(oasis)}"]
-    result = torchrun(str(TESTS / "_ddp_worker.py"), str(tmp_path / "out.json"), str(tmp_path), *jobs, timeout=400)
+    jobs = [f"spade-cpu:{';'.join(spade)}", f"oasis-cpu:{';'.join(oasis)}"]
+    result = torchrun(str(TESTS / "_ddp_worker.py"), str(tmp_path / "out.json"), str(tmp_path), *jobs, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((tmp_path / "out.json").read_text())
     for preset in ("spade-cpu", "oasis-cpu"):
-        assert report[preset] == {"step": 2, "identical": True, "world_size": 2}, preset
+        assert {k: report[preset][k] for k in ("step", "identical", "world_size")} == \
+            {"step": 2, "identical": True, "world_size": 2}, preset
+        rank0, rank1 = report[preset]["side_work"]
+        assert rank0["recalibrate"] >= 1 and rank1["recalibrate"] == 0, (preset, report[preset]["side_work"])
         assert ckpt.read_state(ckpt.resolve_checkpoint(tmp_path / preset))["world_size"] == 2
+
+
+def test_crn_lambda_balancer_ends_identical_on_every_rank(data_root, tmp_path):
+    """CRN's λ balancer observes each rank's own losses; rank 0's statistics are broadcast after every step, so the
+    ranks agree on λ before and after the rebalance (at step 4 here; with several processes λ comes from rank 0's
+    shard, as DDP's batch-norm statistics do)."""
+    overrides = [*tiny_overrides(data_root), "train.batch_size=1", "train.threads=1", "loss.balance=once"]
+    result = torchrun(str(TESTS / "_ddp_worker.py"), str(tmp_path / "out.json"), str(tmp_path),
+                      f"crn-cpu:{';'.join(overrides)}", timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((tmp_path / "out.json").read_text())["crn-cpu"]
+    assert report["step"] == 4 and report["identical"] is True
+    rank0, rank1 = report["balancer"]
+    assert rank0 == rank1
+    assert rank0["rebalanced"] is True and rank0["running_count"] == 0  # λ was measured, then frozen
+    assert len(set(rank0["weights"])) > 1  # measured λ per term, not the uniform start
+
+
+def test_pix2pixhd_clusters_are_computed_by_rank_0_and_identical_on_every_rank(tmp_path):
+    """The k-means of the encoder's instance features runs on rank 0 only (at the gallery and at each checkpoint);
+    the other rank skips it and receives the same centres."""
+    tiny = ["model.ngf=8", "model.n_downsample_global=2", "model.n_blocks_global=1", "features.enabled=true",
+            "features.nef=4", "features.n_downsample=2", "features.n_clusters=3", "features.max_images=4"]
+    overrides = [*synthetic_overrides(steps=2), "train.batch_size=1", "train.threads=1", *tiny]
+    result = torchrun(str(TESTS / "_ddp_worker.py"), str(tmp_path / "out.json"), str(tmp_path),
+                      f"pix2pixhd-cpu:{';'.join(overrides)}", timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((tmp_path / "out.json").read_text())["pix2pixhd-cpu"]
+    assert report["step"] == 2 and report["identical"] is True
+    rank0, rank1 = report["side_work"]
+    assert rank0["kmeans"] >= 2 and rank1["kmeans"] == 0, report["side_work"]  # gallery + checkpoint on rank 0
+    centres0, centres1 = report["centres"]
+    assert centres0 == centres1
+    counts0, counts1 = report["cluster_counts"]
+    assert counts0 == counts1 and sum(counts0) > 0  # some classes were clustered, not an all-zero table
+    assert any(value != 0.0 for row in centres0 for centre in row for value in centre)
+    state = ckpt.read_state(ckpt.resolve_checkpoint(tmp_path / "pix2pixhd-cpu"))
+    assert sum(state["method_state"]["feature_clusters"].values()) == sum(counts0)
 
 
 def test_torchrun_needs_one_run_directory_and_nproc_is_checked(data_root, tmp_path):

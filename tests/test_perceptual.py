@@ -219,23 +219,27 @@ def test_cache_gives_identical_losses_and_respects_limits():
 
 
 @pytest.mark.skipif(VGGFeatures is None, reason="inverseg.perception.vgg is not there yet")
-def test_cache_is_faster_with_vgg16():
+def test_cache_is_faster_with_vgg16(one_thread):
+    """Timed in CPU seconds of one thread, uncached and cached calls alternating: wall-clock minima on a busy
+    machine measured the other processes (ratios 0.11–0.83 at load 7 with two threads, against a limit of 0.85)."""
     loss = PerceptualLoss(VGGFeatures(arch="vgg16", layers=CRN_LAYERS), cache=ReferenceCache()).eval()
     reference, image = images(size=(96, 128), seed=1), images(size=(96, 128), seed=2)
 
-    def best_time(keys):
-        times = []
-        for _ in range(4):
-            start = time.perf_counter()
-            with torch.no_grad():
-                value = loss(image, reference, keys)[0]
-            times.append(time.perf_counter() - start)
-        return min(times), value
+    def timed(keys):
+        start = time.process_time()
+        with torch.no_grad():
+            value = loss(image, reference, keys)[0]
+        return time.process_time() - start, value
 
-    uncached, plain = best_time(None)
-    cached, value = best_time(["sample"])
-    assert torch.equal(plain, value)
-    assert cached < 0.85 * uncached, (cached, uncached)  # measured ≈ 46 vs 87 ms
+    times: dict[str, list[float]] = {"uncached": [], "cached": []}
+    for _ in range(5):
+        seconds, plain = timed(None)
+        times["uncached"].append(seconds)
+        seconds, value = timed(["sample"])
+        times["cached"].append(seconds)
+        assert torch.equal(plain, value)
+    uncached, cached = min(times["uncached"]), min(times["cached"])
+    assert cached < 0.85 * uncached, times  # measured ≈ 63 vs 127 ms of CPU (ratio 0.49–0.51 at load 7)
 
 
 # ---------------------------------------------------------------------------------------------------------

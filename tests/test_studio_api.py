@@ -174,14 +174,26 @@ def test_malformed_bodies_are_never_5xx(client):
     assert all("error" in response.json() for response in cases)
 
 
+PATIENCE = 60.0  # seconds a thread may take to get going on a loaded machine; a passing run waits milliseconds
+
+
+def wait_until(condition, what: str) -> None:
+    """Poll ``condition`` until it holds.  A started thread may not run for a while when the machine is busy, so
+    no fixed sleep is long enough to know it has queued."""
+    deadline = time.monotonic() + PATIENCE
+    while not condition():
+        assert time.monotonic() < deadline, f"{what} did not happen within {PATIENCE:g} s"
+        time.sleep(0.01)
+
+
 def test_render_queue_refuses_when_full_and_drops_superseded_requests():
     model = StudioModel("m", "run", pipe=None)
-    limits = Limits(queue=2, wait_seconds=5.0)
+    limits = Limits(queue=2, wait_seconds=PATIENCE)
     started, release = threading.Event(), threading.Event()
 
     def slow():
         started.set()
-        release.wait(5)
+        release.wait(PATIENCE)
         return "slow"
 
     results: dict = {}
@@ -194,18 +206,18 @@ def test_render_queue_refuses_when_full_and_drops_superseded_requests():
 
     first = threading.Thread(target=run, args=("first", slow, "c", 1))
     first.start()
-    started.wait(5)
+    assert started.wait(PATIENCE)
     second = threading.Thread(target=run, args=("second", lambda: "second", "c", 2))
     second.start()
-    time.sleep(0.2)
+    wait_until(lambda: model.pending == 2, "the second request queueing")
     run("third", lambda: "third", "d", 1)  # queue full: one running, one waiting
     run("old", lambda: "old", "c", 0)      # older than a request this client already sent
     newest = threading.Thread(target=run, args=("newest", lambda: "newest", "e", 1))
     release.set()
-    first.join(5)
-    second.join(5)
+    first.join(PATIENCE)
+    second.join(PATIENCE)
     newest.start()
-    newest.join(5)
+    newest.join(PATIENCE)
     assert results["first"] == "slow" and results["second"] == "second" and results["newest"] == "newest"
     assert results["third"][0] == 503 and "busy" in results["third"][1]
     assert results["old"] == (409, "superseded by a newer request")
@@ -214,7 +226,7 @@ def test_render_queue_refuses_when_full_and_drops_superseded_requests():
 
 def test_a_queued_request_is_dropped_when_a_newer_one_arrives():
     model = StudioModel("m", "run", pipe=None)
-    limits = Limits(queue=4, wait_seconds=5.0)
+    limits = Limits(queue=4, wait_seconds=PATIENCE)
     model.lock.acquire()  # a render is running
     results = {}
 
@@ -225,12 +237,12 @@ def test_a_queued_request_is_dropped_when_a_newer_one_arrives():
             results[seq] = refused.status
 
     waiting = [threading.Thread(target=run, args=(seq,)) for seq in (1, 2)]
-    for thread in waiting:
+    for queued, thread in enumerate(waiting, start=1):  # request 1 queues before request 2 is sent
         thread.start()
-        time.sleep(0.2)
+        wait_until(lambda: model.pending == queued, f"request {queued} queueing")
     model.lock.release()
     for thread in waiting:
-        thread.join(5)
+        thread.join(PATIENCE)
     assert results == {1: 409, 2: 2}
 
 

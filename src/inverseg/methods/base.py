@@ -12,12 +12,14 @@ and ``inverseg synthesize`` checks its options against it, so neither needs to k
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, ClassVar, Iterable
+from typing import Any, Callable, ClassVar, Iterable, TypeVar
 
 import torch
 from torch import nn
 
 from ..labels import LabelSpec
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -59,7 +61,7 @@ class Method(nn.Module):
         self.is_training_setup = training
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.frozen: list[nn.Parameter] = []  # parameters no optimiser may change (--freeze-loaded)
-        self.gradient_sync = None  # set by the Trainer under torchrun: averages gradients across the ranks
+        self.distributed = None  # set by the Trainer under torchrun: gradients averaged, side work done by rank 0
         self.loss_scalers: dict = {}  # optimiser name → LossScaler, set by the Trainer for train.amp=fp16
 
     @classmethod
@@ -87,7 +89,7 @@ class Method(nn.Module):
         optimizer = self.optimizers[name]
         optimizer.zero_grad(set_to_none=True)
         finite = bool(torch.isfinite(loss.detach()).all())
-        sync = self.gradient_sync  # under torchrun: every rank skips or steps together (train/distributed.py)
+        sync = self.distributed  # under torchrun: every rank skips or steps together (train/distributed.py)
         if not (sync.all_true(finite) if sync else finite):
             self._nonfinite = True
             return
@@ -139,6 +141,12 @@ class Method(nn.Module):
 
         return {name: dict(module.weights_record) for name, module in self.named_modules()
                 if isinstance(module, VGGFeatures) and hasattr(module, "weights_record")}
+
+    def on_main_rank(self, module: nn.Module, work: Callable[[], T]) -> T | None:
+        """Side work that changes only ``module``'s buffers (k-means clusters, batch-norm recalibration): under
+        torchrun rank 0 does it and broadcasts the buffers, so every rank holds the same result without repeating
+        the work (the others get None back); in one process it simply runs."""
+        return work() if self.distributed is None else self.distributed.on_main(module, work)
 
     def before_training(self, open_split) -> None:
         """Hook once before training starts or resumes; ``open_split()`` opens the training split without

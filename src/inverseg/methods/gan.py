@@ -186,14 +186,19 @@ class GANMethod(Method):
 
     def before_checkpoint(self, batches) -> None:
         """Make the EMA generator usable: spectral-norm vectors re-normalised on the averaged weights
-        (``ema.renormalize_spectral``), then batch-norm statistics re-estimated (``ema.recalibrate_batches`` > 0)."""
+        (``ema.renormalize_spectral``), then batch-norm statistics re-estimated (``ema.recalibrate_batches`` > 0).
+        Both change buffers only: under torchrun rank 0 does it and broadcasts them."""
         ema = getattr(self, "generator_ema", None)
         if ema is None:
             return
-        if self.settings.ema.renormalize_spectral:
-            renormalize_spectral_norm(ema)
-        if self.settings.ema.recalibrate_batches > 0:
-            recalibrate_batch_norm(ema, self.recalibration_forward, batches(self.settings.ema.recalibrate_batches))
+
+        def refresh() -> None:
+            if self.settings.ema.renormalize_spectral:
+                renormalize_spectral_norm(ema)
+            if self.settings.ema.recalibrate_batches > 0:
+                recalibrate_batch_norm(ema, self.recalibration_forward, batches(self.settings.ema.recalibrate_batches))
+
+        self.on_main_rank(ema, refresh)
 
     def before_sampling(self, batches) -> None:
         """Galleries sample the EMA generator too, so its statistics are refreshed the same way."""

@@ -240,20 +240,25 @@ class OASIS(GANMethod):
         see ``nn.ema``), because the batch-norm statistics depend on the weights' scale; then the statistics are
         re-estimated over ``ema.recalibrate_batches`` training batches (§14.8).  Runs once per EMA state: a
         checkpoint and a gallery at the same step share one pass.  The noise comes from a fixed-seed generator,
-        so the statistics are a function of the weights and the data only.
+        so the statistics are a function of the weights and the data only.  Under torchrun rank 0 does both and
+        broadcasts the EMA generator's buffers (the record below is rank 0's, the one written to state.json).
         """
         ema = self.settings.ema
         if getattr(self, "generator_ema", None) is None or self._recalibrated_at == self._ema_updates:
             return
-        layers = renormalize_spectral_norm(self.generator_ema) if ema.renormalize_spectral else 0
-        used = 0
-        if ema.recalibrate_batches > 0:
-            self._recalibration_rng = torch.Generator().manual_seed(0)
-            used = recalibrate_batch_norm(self.generator_ema, self.recalibration_forward,
-                                          batches(ema.recalibrate_batches), cumulative=ema.recalibrate_cumulative)
-        self._recalibrated_at = self._ema_updates
-        self._ema_record = {"spectral_renormalised_layers": layers, "bn_batches": used,
-                            "bn_estimate": "exact mean" if ema.recalibrate_cumulative else "momentum, no reset"}
+
+        def refresh() -> dict:
+            layers = renormalize_spectral_norm(self.generator_ema) if ema.renormalize_spectral else 0
+            used = 0
+            if ema.recalibrate_batches > 0:
+                self._recalibration_rng = torch.Generator().manual_seed(0)
+                used = recalibrate_batch_norm(self.generator_ema, self.recalibration_forward,
+                                              batches(ema.recalibrate_batches), cumulative=ema.recalibrate_cumulative)
+            return {"spectral_renormalised_layers": layers, "bn_batches": used,
+                    "bn_estimate": "exact mean" if ema.recalibrate_cumulative else "momentum, no reset"}
+
+        self._ema_record = self.on_main_rank(self.generator_ema, refresh)
+        self._recalibrated_at = self._ema_updates  # on every rank: the next call skips (or broadcasts) everywhere
 
     def extra_state(self) -> dict:
         """What the EMA generator in the checkpoint went through (``inverseg evaluate`` reports it), and the

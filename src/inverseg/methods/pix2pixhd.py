@@ -226,10 +226,18 @@ class Pix2PixHD(GANMethod):
         """Encode training images, keep one feature per large enough instance, k-means per class.
 
         ``batches`` yields training batches (dicts with image, label [, instance]).  Returns the number of
-        clusters found per class name.
+        clusters found per class name.  Under torchrun only rank 0 encodes and clusters, over the same batches as
+        a single-process run (the Trainer's are the whole split in a seeded order, not the rank's shard), and
+        broadcasts the centres: gathering the ranks' shards instead would change the k-means input order and the
+        ``max_images`` cut, so the clusters would depend on the number of processes.
         """
         if self.encoder is None:
             raise RuntimeError("this pix2pixHD has no feature encoder (features.enabled=false)")
+        self.on_main_rank(self.clusters, lambda: self._encode_and_cluster(batches))
+        return {self.spec.class_name(row) if row < self.spec.num_classes else "void": count
+                for row, count in enumerate(self.clusters.counts.tolist()) if count}
+
+    def _encode_and_cluster(self, batches) -> None:
         features = self.settings.features
         mode = self.encoder.training
         self.encoder.eval()
@@ -247,9 +255,7 @@ class Pix2PixHD(GANMethod):
             if features.max_images is not None and seen >= features.max_images:
                 break
         self.encoder.train(mode)
-        found = self.clusters.fit({row: torch.cat(chunks) for row, chunks in per_class.items()}, seed=features.seed)
-        return {self.spec.class_name(row) if row < self.spec.num_classes else "void": count
-                for row, count in found.items()}
+        self.clusters.fit({row: torch.cat(chunks) for row, chunks in per_class.items()}, seed=features.seed)
 
     def before_checkpoint(self, batches) -> None:
         super().before_checkpoint(batches)

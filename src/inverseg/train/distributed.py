@@ -11,7 +11,9 @@ rendezvous address; the Trainer reads them through ``Distributed.from_environmen
 - module buffers (batch-norm statistics, spectral-norm vectors, CRN's λ balancer, EMA statistics) broadcast from
   rank 0 after each step, as DistributedDataParallel does with ``broadcast_buffers=True``;
 - decisions agreed by all ranks: a NaN/Inf step is skipped everywhere, a stop signal or an exhausted budget on one
-  rank stops all of them at the same step boundary.
+  rank stops all of them at the same step boundary;
+- side work whose result lives in buffers (pix2pixHD's feature clusters, the EMA generator's batch-norm
+  recalibration) done by rank 0 alone and broadcast (``on_main``, called through ``Method.on_main_rank``).
 
 Why not wrap the networks in ``DistributedDataParallel``: the methods alternate several optimisers over
 sub-networks (GAN G/D steps, pix2pixHD's frozen global generator, SIMS's stages, ``--freeze-loaded``), and DDP's
@@ -26,9 +28,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Callable, TypeVar
 
 import torch
 from torch import nn
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -142,6 +147,16 @@ class Distributed:
             dist.broadcast(flat, src=0)
             torch._foreach_copy_(group, [part.view_as(t) for part, t in
                                          zip(flat.split([t.numel() for t in group]), group)])
+
+    def on_main(self, module: nn.Module, work: Callable[[], T]) -> T | None:
+        """Run ``work`` on rank 0 only, then copy ``module``'s buffers (what ``work`` changed) to every rank.
+
+        The other ranks skip the work and wait in the broadcast, so ``work`` must finish within
+        ``train.distributed_timeout_minutes``.  Returns ``work()``'s result on rank 0 and None elsewhere.
+        """
+        result = work() if self.is_main else None
+        self.broadcast_state(module, parameters=False)
+        return result
 
     def barrier(self) -> None:
         if self.enabled:

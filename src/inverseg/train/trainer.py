@@ -86,7 +86,7 @@ class Trainer:
         self.method.to(self.device)
         if self.dist.enabled and train.sync_batchnorm and self.device.type == "cuda":
             torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.method)
-        self.method.gradient_sync = self.dist if self.dist.enabled else None
+        self.method.distributed = self.dist if self.dist.enabled else None
         if train.channels_last:
             self.method.to(memory_format=torch.channels_last)
         if train.amp == "fp16":
@@ -445,7 +445,9 @@ class Trainer:
         if not self.validation:
             return None
         self.method.eval()
-        self.method.before_sampling(self.recalibration_batches)
+        self.method.before_sampling(self.recalibration_batches)  # on every rank: hooks may broadcast from rank 0
+        if not self.dist.is_main:  # only rank 0 writes the gallery, so only it samples
+            return None
         labels = torch.stack([s["label"] for s in self.validation]).to(self.device)
         generator = torch.Generator(device="cpu").manual_seed(1234)
         outputs = self.method.sample(labels, k=self.config.train.sample_k, generator=generator)
@@ -459,8 +461,6 @@ class Trainer:
             references=[to_uint8(s["image"]) for s in self.validation],
             extras=extras, extra_titles=extra_titles,
         )
-        if not self.dist.is_main:  # sampled on every rank (hooks may synchronise), written once
-            return None
         path = write_gallery(self.run_dir, self.step, image, f"{self.config.preset or self.config.method} — "
                                                              f"{self.run_dir.name}")
         if self.writer:
