@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 
 from _gan_scenes import SPEC, H, W, build, toy_label
+from inverseg.methods.lggan import LGGAN
 from inverseg.pipeline import Pipeline
 
 pytest.importorskip("onnx")
@@ -176,7 +177,7 @@ def test_later_methods_write_their_own_inputs(exported):
     assert names("safm-blocks")[0] == ["label", "instance", "spd"]
     assert names("ccfpse")[0] == ["label", "instance", "z"]
     assert exported["ccfpse"][1].with_name("ccfpse.style.onnx").is_file()
-    assert names("lggan") == (["label", "instance"], {"z_dim": 0})
+    assert names("lggan") == (["label", "instance"], {"z_dim": 0, "vae_fix": LGGAN.vae_fix})
     from inverseg.export import EXPORTABLE_METHODS
     from inverseg.export.onnx import GRAPHS
     from inverseg.methods import METHODS, get_method
@@ -314,7 +315,8 @@ def test_unsupported_requests_are_one_line_errors(exported, tmp_path, monkeypatc
     lggan, lggan_path = exported["lggan"]
     lggan_onnx = load_onnx_pipeline(lggan_path, threads=1).method
     for kwargs, kind, text in (({"k": 2}, ValueError, "deterministic"),
-                               ({"style_image": torch.zeros(1, 3, H, W)}, TypeError, "without the VAE"),
+                               ({"style_image": torch.zeros(1, 3, H, W)}, TypeError,
+                                "without the VAE.*LGGAN has no VAE mode"),
                                ({"noise": 1}, TypeError, "LGGAN takes style_image")):
         with pytest.raises(kind, match=text) as error:
             lggan_onnx.sample(label[None], **kwargs)

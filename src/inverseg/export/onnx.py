@@ -229,8 +229,8 @@ def graph_inputs(method) -> tuple[list[GraphInput], dict]:
         inputs += [GraphInput(key, "float32", ("batch", facts["channels"], height, width), facts["about"])
                    for key, facts in extra.items()]
         sampling = {"layout_inputs": extra} if extra else {}
-        if method.encoder is None:
-            return inputs, {"z_dim": 0, **sampling}
+        if method.encoder is None:  # the eager refusal's advice travels with the file (LGGAN has no VAE mode)
+            return inputs, {"z_dim": 0, "vae_fix": method.vae_fix, **sampling}
         vae = method.settings.vae
         inputs.append(GraphInput("z", "float32", ("batch", vae.z_dim),
                                  "latent code: N(0, I), or μ + σ·ε of a style photo (NAME.style.onnx)"))

@@ -172,8 +172,9 @@ class OnnxSampler:
         z_dim = self.sampling["z_dim"]
         if not z_dim:
             if style_image is not None:
+                fix = self.sampling.get("vae_fix", "train with vae.enabled=true")
                 raise TypeError(f"this {name} was trained without the VAE image encoder, so it cannot take a style "
-                                f"image; fix: train with vae.enabled=true")
+                                f"image; fix: {fix}")
             self._deterministic(name, k)
             return self.run(**feeds)[:, None]
         batch = label.shape[0]
