@@ -82,7 +82,7 @@ class TrainConfig:
     amp: str = "off"
     channels_last: bool = False
     # glibc malloc (utils/malloc.py): retain = keep freed memory mapped instead of mmap/munmap-ing large blocks every
-    # step (~4 % faster steps, ~5 % more peak RSS at SPADE/OASIS ngf 64 on this CPU; results unchanged)
+    # step (10–20 % faster steps, ~10 % more peak RSS at SPADE/OASIS ngf 64 on this CPU; results unchanged)
     malloc: str = "default"
 
     def __post_init__(self) -> None:

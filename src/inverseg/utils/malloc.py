@@ -5,8 +5,9 @@ By default glibc serves blocks above a (dynamic, ≤ 32 MiB) threshold with fres
 activations and gradients every time, so every step page-faults them in again (zeroed by the kernel): measured on
 this CPU for OASIS at ngf 64, 96×128, 1 thread, ~200k minor faults and 0.4–0.7 s of system time per ~4 s step.
 ``train.malloc: retain`` takes every block from the heap (``M_MMAP_MAX`` 0) and never trims it (``M_TRIM_THRESHOLD``
-huge): the faults drop to ~50k and the step by ~4 %, while the peak RSS grows by ~5 % (freed memory stays
-mapped).  Numbers are unaffected.  Elsewhere than glibc (macOS, musl) it does nothing and says so.
+huge): there the faults dropped to ~50k, and in ``benchmarks/speed_report.py`` steps at ngf 64 were 10–20 % faster
+with ~10 % more peak RSS (freed memory stays mapped; docs/performance.md).  Results are unaffected.  Elsewhere than
+glibc (macOS, musl) it does nothing and the Trainer says so.
 """
 
 from __future__ import annotations
