@@ -81,6 +81,9 @@ class TrainConfig:
     # memory layout.  Both slowed training on this CPU (bf16 ~100×, channels_last 0.5–0.8×): off by default
     amp: str = "off"
     channels_last: bool = False
+    # glibc malloc (utils/malloc.py): retain = keep freed memory mapped instead of mmap/munmap-ing large blocks every
+    # step (10–20 % faster steps, ~10 % more peak RSS at SPADE/OASIS ngf 64 on this CPU; results unchanged)
+    malloc: str = "default"
 
     def __post_init__(self) -> None:
         if isinstance(self.threads, str) and self.threads != "auto":

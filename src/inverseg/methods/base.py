@@ -81,7 +81,7 @@ class Method(nn.Module):
         raise NotImplementedError
 
     def optimizer_step(self, name: str, loss: torch.Tensor) -> None:
-        """Backpropagate ``loss`` and step ``self.optimizers[name]`` (gradients of the last step cleared first).
+        """Backpropagate ``loss`` and step ``self.optimizers[name]`` (gradients cleared before, freed after).
 
         A NaN/Inf loss or gradient skips the update (one bad batch must not poison Adam's moments or the
         weights) and is reported to the Trainer through ``pop_nonfinite``.
@@ -112,6 +112,9 @@ class Method(nn.Module):
                 self._nonfinite = True
             return
         optimizer.step()
+        # the gradients are spent: freed now rather than at this optimiser's next step, so the other network's
+        # forward and backward (G's while D's gradients wait, and vice versa) do not hold them (peak RSS)
+        optimizer.zero_grad(set_to_none=True)
         if scaler:
             scaler.stepped()
 

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.utils import parametrize
-from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
+from torch.nn.utils.parametrizations import _SpectralNorm
 
 PARAM_FREE_NORMS = ("instance", "batch", "syncbatch", "none")
 INIT_SCHEMES = ("normal", "xavier")
@@ -39,7 +39,51 @@ def spectral_norm(module: nn.Module, enabled: bool = True) -> nn.Module:
     Uses the parametrisation API: the state dict holds ``parametrizations.weight.original`` and the power-iteration
     vectors ``_u``/``_v`` (the official code's ``weight_orig``/``weight_u``/``weight_v``).
     """
-    return _spectral_norm(module) if enabled else module
+    if not enabled:
+        return module
+    dim = 1 if isinstance(module, (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)) else 0
+    parametrize.register_parametrization(module, "weight", SpectralNorm(module.weight, dim=dim))
+    return module
+
+
+class _DivideBySigma(torch.autograd.Function):
+    """W / σ with σ = uᵀ·W·v (u, v constants), differentiated as one expression, bit for bit as autograd does.
+
+    Autograd through ``weight / vdot(u, mv(W, v))`` recomputes W/σ and negates the whole incoming gradient only to
+    sum −g·(W/σ)/σ; here the forward's W/σ is reused and the sign is taken after the sum (exact in floating
+    point), so ∂L/∂W = g/σ + (u·∂L/∂σ) vᵀ comes out identical with two weight-sized passes fewer.
+    """
+
+    @staticmethod
+    def forward(ctx, weight: torch.Tensor, matrix: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        sigma = torch.vdot(u, torch.mv(matrix, v))
+        normalized = weight / sigma
+        ctx.save_for_backward(normalized, u, v, sigma)
+        return normalized
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        normalized, u, v, sigma = ctx.saved_tensors
+        grad_sigma = -(grad * (normalized / sigma)).sum()  # autograd: (−g · ((W/σ)/σ)).sum()
+        result = grad / sigma
+        result += torch.outer(grad_sigma * u, v).view_as(result)  # mv's gradient, added as autograd accumulates
+        return result, None, None, None
+
+
+class SpectralNorm(_SpectralNorm):
+    """torch's spectral-norm parametrisation (same buffers, state-dict keys, power iteration and results) with a
+    leaner backward for a trained weight (:class:`_DivideBySigma`; the weights are the largest tensors of the
+    SPADE/OASIS blocks).  Without a gradient to compute it is torch's forward unchanged."""
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        if weight.ndim == 1 or self.dim != 0 or not (torch.is_grad_enabled() and weight.requires_grad):
+            return super().forward(weight)
+        matrix = weight.flatten(1)
+        if self.training:
+            self._power_method(matrix, self.n_power_iterations)
+        u = self._u.clone(memory_format=torch.contiguous_format)
+        v = self._v.clone(memory_format=torch.contiguous_format)
+        return _DivideBySigma.apply(weight, matrix.detach(), u, v)
 
 
 def conv_norm(in_channels: int, out_channels: int, kernel_size: int, stride: int, padding: int, norm: str,

@@ -58,6 +58,9 @@ def flatten_optimizers(optimizers: dict[str, torch.optim.Optimizer]) -> tuple[di
     return tensors, info
 
 
+KERNEL_KEYS = ("foreach", "fused")  # optimiser options that choose how, not what, torch computes
+
+
 def unflatten_optimizers(optimizers: dict[str, torch.optim.Optimizer], tensors: dict, info: dict) -> None:
     for name, optimizer in optimizers.items():
         if name not in info:
@@ -71,7 +74,11 @@ def unflatten_optimizers(optimizers: dict[str, torch.optim.Optimizer], tensors: 
         for key, value in info[name]["scalars"].items():
             param_id, field = key.split("/", 1)
             state.setdefault(int(param_id), {})[field] = value
+        # the run's config chooses the kernel (optim.adam), not the run that wrote the checkpoint
+        kernels = [{key: group[key] for key in KERNEL_KEYS if key in group} for group in optimizer.param_groups]
         optimizer.load_state_dict({"state": state, "param_groups": info[name]["param_groups"]})
+        for group, kernel in zip(optimizer.param_groups, kernels):
+            group.update(kernel)
 
 
 def checkpoint_path(run_dir: Path, step: int) -> Path:

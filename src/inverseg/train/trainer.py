@@ -29,6 +29,7 @@ from ..data import open_dataset
 from ..methods import get_method
 from ..utils.images import to_uint8
 from ..utils.io import atomic_write_text
+from ..utils.malloc import set_malloc
 from ..utils.threads import auto_threads, available_cores
 from . import checkpoint as ckpt
 from .control import Budget, NonFiniteTraining, StopSignals, TrainingProgress
@@ -72,6 +73,8 @@ class Trainer:
             # count, the cores it may use, and does not adapt to the load; the ranks of one machine share its cores
             torch.set_num_threads(max(1, available_cores() // self.dist.local_world_size))
         self.next_thread_check = 0.0  # train.threads: auto → set before the first step, then every 30 s
+        if train.malloc != "default" and not set_malloc(train.malloc):
+            self._say(f"train.malloc={train.malloc}: this C library has no glibc mallopt; using its default")
         if train.deterministic:
             torch.use_deterministic_algorithms(True)
         torch.manual_seed(train.seed)
