@@ -119,6 +119,14 @@ def test_pix2pixhd_with_two_processes_equals_one_process_with_the_global_batch(t
                                            "train.num_samples=0"], tmp_path, "g_gan", by_outputs=True)
 
 
+def worker_reports(tmp_path: Path, jobs: dict[str, list[str]]) -> dict:
+    """Train each preset with its overrides in 2 gloo processes (tests/_ddp_worker.py); its per-preset report."""
+    specs = [f"{preset}:{';'.join(overrides)}" for preset, overrides in jobs.items()]
+    result = torchrun(str(TESTS / "_ddp_worker.py"), str(tmp_path / "out.json"), str(tmp_path), *specs, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads((tmp_path / "out.json").read_text())
+
+
 def test_gan_methods_keep_identical_weights_on_every_rank(tmp_path):
     """G/D alternation and EMA with batch-norm recalibration (SPADE, OASIS): every rank ends with the same weights,
     and only rank 0 recalibrates the EMA generator (the other ranks receive its buffers)."""
@@ -127,10 +135,7 @@ def test_gan_methods_keep_identical_weights_on_every_rank(tmp_path):
     oasis = [o for o in common if not o.startswith("discriminator.")] + [
         "model.ngf=4", "model.spade_hidden=8", "model.z_dim=8", "discriminator.channels=[8,8,16,16,16]",
         "discriminator.last_channels=8", "ema.recalibrate_batches=2"]
-    jobs = [f"spade-cpu:{';'.join(spade)}", f"oasis-cpu:{';'.join(oasis)}"]
-    result = torchrun(str(TESTS / "_ddp_worker.py"), str(tmp_path / "out.json"), str(tmp_path), *jobs, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads((tmp_path / "out.json").read_text())
+    report = worker_reports(tmp_path, {"spade-cpu": spade, "oasis-cpu": oasis})
     for preset in ("spade-cpu", "oasis-cpu"):
         assert {k: report[preset][k] for k in ("step", "identical", "world_size")} == \
             {"step": 2, "identical": True, "world_size": 2}, preset
@@ -144,10 +149,7 @@ def test_crn_lambda_balancer_ends_identical_on_every_rank(data_root, tmp_path):
     ranks agree on λ before and after the rebalance (at step 4 here; with several processes λ comes from rank 0's
     shard, as DDP's batch-norm statistics do)."""
     overrides = [*tiny_overrides(data_root), "train.batch_size=1", "train.threads=1", "loss.balance=once"]
-    result = torchrun(str(TESTS / "_ddp_worker.py"), str(tmp_path / "out.json"), str(tmp_path),
-                      f"crn-cpu:{';'.join(overrides)}", timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads((tmp_path / "out.json").read_text())["crn-cpu"]
+    report = worker_reports(tmp_path, {"crn-cpu": overrides})["crn-cpu"]
     assert report["step"] == 4 and report["identical"] is True
     rank0, rank1 = report["balancer"]
     assert rank0 == rank1
@@ -161,10 +163,7 @@ def test_pix2pixhd_clusters_are_computed_by_rank_0_and_identical_on_every_rank(t
     tiny = ["model.ngf=8", "model.n_downsample_global=2", "model.n_blocks_global=1", "features.enabled=true",
             "features.nef=4", "features.n_downsample=2", "features.n_clusters=3", "features.max_images=4"]
     overrides = [*synthetic_overrides(steps=2), "train.batch_size=1", "train.threads=1", *tiny]
-    result = torchrun(str(TESTS / "_ddp_worker.py"), str(tmp_path / "out.json"), str(tmp_path),
-                      f"pix2pixhd-cpu:{';'.join(overrides)}", timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads((tmp_path / "out.json").read_text())["pix2pixhd-cpu"]
+    report = worker_reports(tmp_path, {"pix2pixhd-cpu": overrides})["pix2pixhd-cpu"]
     assert report["step"] == 2 and report["identical"] is True
     rank0, rank1 = report["side_work"]
     assert rank0["kmeans"] >= 2 and rank1["kmeans"] == 0, report["side_work"]  # gallery + checkpoint on rank 0
