@@ -436,8 +436,19 @@ function showOutputs(result) {
 }
 
 // ------------------------------------------------------------------------------------------ editing a photo
+// The shown output stops being current as soon as a photo is chosen: a render on its way (of the layout before the
+// photo) is dropped, and the page is not idle until the photo's own layout has been rendered.
+function supersedeRenders() {
+  setIdle(false);
+  clearTimeout(state.timer);
+  state.timer = null;
+  if (state.controller) state.controller.abort();
+  state.seq += 1;
+}
+
 async function startEditing(file) {
   const model = state.model;
+  supersedeRenders();
   state.photo = file;
   $("photo").src = URL.createObjectURL(file);
   $("photo-pane").hidden = false;
@@ -460,6 +471,7 @@ async function startEditing(file) {
   } catch (error) {
     say(`Could not read the photo's layout: ${error.message}`, true);
     stopEditing();
+    scheduleRender(0);  // the layout before the photo, whose render was dropped
   }
 }
 
