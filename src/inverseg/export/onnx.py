@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import copy
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -45,6 +45,10 @@ from ..errors import InversegError
 FORMAT_VERSION = 1
 DEFAULT_OPSET = 17
 EXPORTABLE_METHODS = ("crn", "spade", "oasis", "pix2pixhd", "sims", "sesame", "ccfpse", "lggan", "safm")
+# What the eager method offers (``Method.inference_controls``) that its graph's runtime cannot do: OASIS's regional
+# re-sampling and pix2pixHD's style photo (instance pooling of the encoder) have no graph form, and a SIMS graph is
+# fed one canvas, so its candidates give one image.  The rest of the controls are stored with the file.
+GRAPH_LIMITS = {"oasis": {"resample": False}, "pix2pixhd": {"style_image": False}, "sims": {"max_k": 1}}
 
 
 class ExportError(InversegError, RuntimeError):
@@ -386,6 +390,7 @@ def export_onnx(pipe, out: str | Path, opset: int = DEFAULT_OPSET) -> list[Path]
         "inverseg.inputs": json.dumps([asdict(item) for item in inputs]),
         "inverseg.outputs": json.dumps(outputs),
         "inverseg.sampling": json.dumps(sampling),
+        "inverseg.controls": json.dumps(replace(method.inference_controls(), **GRAPH_LIMITS.get(graph, {})).as_dict()),
         "inverseg.source": str(getattr(pipe, "source", "")),
         "inverseg.torch": torch.__version__,
     }

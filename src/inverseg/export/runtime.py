@@ -76,6 +76,7 @@ class OnnxSampler:
         self.image_size = tuple(json.loads(meta["inverseg.image_size"]))
         self.input_names = [item["name"] for item in json.loads(meta["inverseg.inputs"])]
         self.sampling = json.loads(meta["inverseg.sampling"])
+        self.controls_stored = json.loads(meta.get("inverseg.controls", "{}"))
         self.config = build_run_config(json.loads(meta["inverseg.config"])) if "inverseg.config" in meta else None
         self.edits_photos = self.graph == "sesame"
         self.last_extras: dict[str, torch.Tensor] = {}
@@ -89,17 +90,9 @@ class OnnxSampler:
         return self
 
     def inference_controls(self) -> InferenceControls:
-        """The method's controls as far as this backend has them (no re-sampling, no pix2pixHD style photo, and
-        SIMS's empty canvas gives one image), read from the sampling metadata."""
-        sampling, graph = self.sampling, self.graph
-        if graph == "crn":
-            return InferenceControls(max_k=sampling["num_outputs"])
-        if graph in ("spade", "oasis") and sampling.get("z_dim"):
-            return InferenceControls(max_k=None, style_image=graph == "spade")
-        if graph == "pix2pixhd" and sampling.get("feat_num"):
-            varied = max(sampling["counts"], default=0) > 1
-            return InferenceControls(max_k=None if varied else 1, clusters=sampling["n_clusters"])
-        return InferenceControls(canvas=graph == "sims")
+        """The eager method's controls less what its graph cannot do (``GRAPH_LIMITS``), as stored at export; a file
+        written before they were stored offers one image and no options (re-export it for more)."""
+        return InferenceControls(**self.controls_stored)
 
     # ------------------------------------------------------------------ running the graph
     def run(self, **inputs: torch.Tensor) -> torch.Tensor:
