@@ -295,6 +295,20 @@ def test_onnx_runs_declare_the_eager_controls_less_what_the_graphs_cannot_do(exp
     assert exported["crn"][0].controls.max_k == 3 and exported["oasis"][0].controls.max_k is None
 
 
+def test_a_file_without_stored_controls_offers_one_image_and_no_options(exported, tmp_path):
+    import onnx
+
+    from inverseg.methods import InferenceControls
+
+    model = onnx.load(str(exported["oasis"][1]))
+    kept = [prop for prop in model.metadata_props if prop.key != "inverseg.controls"]
+    assert len(kept) == len(model.metadata_props) - 1
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    onnx.save(model, str(tmp_path / "old.onnx"))
+    assert load_onnx_pipeline(tmp_path / "old.onnx").controls == InferenceControls()
+
+
 def test_unsupported_requests_are_one_line_errors(exported, tmp_path, monkeypatch):
     from inverseg.export import ExportError
 
