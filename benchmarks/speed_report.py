@@ -19,11 +19,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -33,6 +31,7 @@ CURRENT_SRC = HERE.parent / "src"
 def run_one(name: str, steps: int, threads: int, overrides: list[str]) -> dict:
     import torch
 
+    from _common import peak_rss_mb, time_train_steps
     from _speed_configs import build
 
     torch.set_num_threads(threads)
@@ -41,13 +40,9 @@ def run_one(name: str, steps: int, threads: int, overrides: list[str]) -> dict:
         from inverseg.utils.malloc import set_malloc
 
         set_malloc(config.train.malloc)
-    losses = method.train_step(batch, 0)  # warm-up: allocations, oneDNN primitives
-    start = time.process_time()
-    for step in range(1, steps + 1):
-        losses = method.train_step(batch, step)
-    cpu = (time.process_time() - start) / steps
-    return {"config": name, "step_cpu_seconds": round(cpu, 3),
-            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    method.train_step(batch, 0)  # warm-up: allocations, oneDNN primitives
+    losses, _, cpu = time_train_steps(method, lambda step: batch, 1, steps)
+    return {"config": name, "step_cpu_seconds": round(cpu, 3), "peak_rss_mb": peak_rss_mb(),
             "losses": {key: round(value, 4) for key, value in losses.items()},
             "load_average_1min": round(os.getloadavg()[0], 2)}
 
