@@ -60,9 +60,11 @@ def gather(value) -> list:
 
 
 def gradient_check() -> dict:
-    """Rank r holds gradient r+1 for ``a``, a gradient only on rank 0 for ``b`` and none for ``c``."""
+    """Rank r holds gradient r+1 for ``a``, a gradient only on rank 0 for ``b`` and none for ``c``.  Then the same
+    through ``Distributed.backward`` with buckets of one parameter each, where the backward pass of rank 1 does not
+    reach ``b``: the bucketed gradients must equal the flat all-reduce's."""
     sync = Distributed.from_environment()
-    dist.init_process_group("gloo")
+    sync.start(torch.device("cpu"), timeout_minutes=1, bucket_mb=16 / 2 ** 20)  # 16 bytes: one bucket per parameter
     a, b, c = (torch.nn.Parameter(torch.zeros(3)) for _ in range(3))
     a.grad = torch.full((3,), float(sync.rank + 1))
     b.grad = torch.ones(3) * 4 if sync.rank == 0 else None
@@ -70,6 +72,39 @@ def gradient_check() -> dict:
     result = {"a": a.grad.tolist(), "b": b.grad.tolist(), "c": c.grad is None,
               "any": sync.any_true(sync.rank == 1), "all": sync.all_true(sync.rank == 1),
               "mean": sync.mean({"loss": float(sync.rank)})}
+
+    torch.manual_seed(sync.rank)
+    layers = [torch.nn.Linear(4, 4) for _ in range(4)]
+    parameters = [p for layer in layers[3:] + layers[:3] for p in layer.parameters()]  # unused layer's bucket last
+    x = torch.randn(2, 4)
+
+    def loss() -> torch.Tensor:  # rank 1 skips layer 2; nobody uses layer 3
+        for i, layer in enumerate(layers[:3]):
+            x_ = layer(x if i == 0 else y) if not (i == 2 and sync.rank == 1) else y
+            y = torch.tanh(x_)
+        return y.square().sum()
+
+    loss().backward()
+    sync.average_gradients(parameters)
+    flat = [None if p.grad is None else p.grad.clone() for p in parameters]
+    for p in parameters:
+        p.grad = None
+    sync.backward("test", loss(), parameters)
+    result["buckets"] = len(sync._state["test"].buckets)
+    result["bucketed_equals_flat"] = all(
+        (g is None and p.grad is None) or (g is not None and p.grad is not None and torch.equal(g, p.grad))
+        for g, p in zip(flat, parameters))
+    result["unused_stay_none"] = [p.grad is None for p in layers[3].parameters()]
+    for p in parameters:  # a second step reuses the buckets, and gradients from outside the block start nothing
+        p.grad = None
+    with sync._state["test"] as buckets:
+        loss().backward()
+        # rank 0 started the buckets of layers 2, 1, 0 during the pass; rank 1, whose pass skips layer 2 (the
+        # first bucket), could start none of them before the end
+        result["started_during_backward"] = len(buckets.started)
+    result["second_step_equal"] = all(g is None or torch.equal(g, p.grad) for g, p in zip(flat, parameters))
+    loss().backward()  # no bucket is active: nothing is sent (a collective here would hang the next one)
+    result["after"] = sync.mean({"x": 1.0})
     dist.destroy_process_group()
     return result
 

@@ -66,6 +66,11 @@ def test_gradients_are_averaged_and_missing_ones_stay_missing(tmp_path):
         assert values["b"] == [2.0] * 3  # a gradient on one rank counts as zero on the other
         assert values["c"] is True  # no gradient anywhere: Adam leaves the parameter and its moments alone
         assert values["any"] is True and values["all"] is False and values["mean"] == {"loss": 0.5}
+        # gradients all-reduced in buckets during the backward pass equal the flat all-reduce's, also when one
+        # rank's backward pass skips a layer; a layer nobody used keeps grad None
+        assert values["buckets"] == 8 and values["bucketed_equals_flat"] and values["second_step_equal"]
+        assert values["unused_stay_none"] == [True, True] and values["after"] == {"x": 1.0}
+        assert values["started_during_backward"] == [6, 0][rank]
 
 
 def one_vs_two_processes(preset: str, overrides: list[str], tmp_path: Path, key: str, by_outputs: bool = False):

@@ -94,13 +94,15 @@ class Method(nn.Module):
             self._nonfinite = True
             return
         scaler = self.loss_scalers.get(name)  # train.amp=fp16: dynamic loss scaling (train/precision.py)
-        (loss * scaler.scale if scaler else loss).backward()
+        scaled = loss * scaler.scale if scaler else loss
+        if sync:  # gradients averaged over the ranks, bucket by bucket during the backward pass
+            frozen = {id(p) for p in self.frozen}
+            sync.backward(name, scaled, [p for group in optimizer.param_groups for p in group["params"]
+                                         if p.requires_grad and id(p) not in frozen])
+        else:
+            scaled.backward()
         for parameter in self.frozen:  # a method's own requires_grad toggling (e.g. of D) may revive them
             parameter.grad = None  # Adam skips parameters without a gradient: no update, no moment change
-        if sync:
-            frozen = {id(p) for p in self.frozen}
-            sync.average_gradients([p for group in optimizer.param_groups for p in group["params"]
-                                    if p.requires_grad and id(p) not in frozen])
         gradients = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
         if scaler and gradients:
             torch._foreach_div_(gradients, scaler.scale)

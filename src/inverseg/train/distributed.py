@@ -18,15 +18,18 @@ rendezvous address; the Trainer reads them through ``Distributed.from_environmen
 Why not wrap the networks in ``DistributedDataParallel``: the methods alternate several optimisers over
 sub-networks (GAN G/D steps, pix2pixHD's frozen global generator, SIMS's stages, ``--freeze-loaded``), and DDP's
 reducer expects every wrapped parameter to receive a gradient in every backward pass, or it needs
-``find_unused_parameters`` and still hangs when ranks differ.  One flat all-reduce per optimiser step is correct for
-all of them by construction; the price is that communication does not overlap the backward pass (on multi-GPU
-nodes the all-reduce of a 100 M-parameter model costs a few ms per step).
+``find_unused_parameters`` and still hangs when ranks differ.  ``GradientBuckets`` does DDP's useful part for any
+of them: while one optimiser's backward pass runs, the gradients that are complete are all-reduced in buckets
+(``train.gradient_bucket_mb``, asynchronously, on a process group of their own), so communication overlaps the
+rest of the backward pass.  Buckets always start in the same order on every rank and every bucket is reduced once
+per step, with a zero for a parameter that got no gradient on that rank, so a rank that skips a module cannot make
+the collectives disagree.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Callable, TypeVar
 
@@ -42,6 +45,8 @@ class Distributed:
     world_size: int = 1
     local_rank: int = 0
     local_world_size: int = 1
+    # set by ``start``: the process group of the gradient buckets and the buckets of each optimiser
+    _state: dict = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def from_environment(cls) -> "Distributed":
@@ -59,8 +64,9 @@ class Distributed:
         return self.rank == 0
 
     # ------------------------------------------------------------------ process group
-    def start(self, device: torch.device, timeout_minutes: float) -> torch.device:
-        """Join the process group; returns this rank's device (``cuda:LOCAL_RANK`` on GPUs)."""
+    def start(self, device: torch.device, timeout_minutes: float, bucket_mb: float = 25.0) -> torch.device:
+        """Join the process group; returns this rank's device (``cuda:LOCAL_RANK`` on GPUs).  ``bucket_mb``: size
+        of the gradient buckets all-reduced during the backward pass (0: one all-reduce after it)."""
         if not self.enabled:
             return device
         import torch.distributed as dist
@@ -71,6 +77,9 @@ class Distributed:
         if not dist.is_initialized():
             backend = "nccl" if device.type == "cuda" else "gloo"
             dist.init_process_group(backend, timeout=timedelta(minutes=timeout_minutes))
+        # the buckets' collectives run while the backward pass may issue others (SyncBatchNorm): a group of their
+        # own keeps each stream in the same order on every rank
+        self._state.update(bucket_group=dist.new_group(), bucket_bytes=int(bucket_mb * 2 ** 20))
         return device
 
     def close(self) -> None:
@@ -81,6 +90,26 @@ class Distributed:
                 dist.destroy_process_group()
 
     # ------------------------------------------------------------------ collectives
+    def backward(self, key: str, loss: torch.Tensor, parameters: list[nn.Parameter]) -> None:
+        """``loss.backward()``, after which each of ``parameters`` holds its gradient averaged over the ranks.
+
+        With buckets (``train.gradient_bucket_mb`` > 0) the all-reduces start during the backward pass as the
+        gradients complete; ``key`` names the optimiser whose buckets are reused while its parameters stay the same.
+        """
+        bucket_bytes = self._state.get("bucket_bytes", 0)
+        if not self.enabled or not parameters or bucket_bytes <= 0:
+            loss.backward()
+            self.average_gradients(parameters)
+            return
+        buckets = self._state.get(key)
+        if buckets is None or not buckets.holds(parameters):  # e.g. pix2pixHD unfreezing its global generator
+            if buckets is not None:
+                buckets.remove()
+            buckets = self._state[key] = GradientBuckets(parameters, self.world_size, self._state["bucket_group"],
+                                                         bucket_bytes)
+        with buckets:
+            loss.backward()
+
     def average_gradients(self, parameters: list[nn.Parameter]) -> None:
         """Replace each gradient by its mean over the ranks, in one flat all-reduce.
 
@@ -91,18 +120,9 @@ class Distributed:
             return
         import torch.distributed as dist
 
-        has_gradient = torch.tensor([p.grad is not None for p in parameters], dtype=torch.float32,
-                                    device=parameters[0].device)
-        flat = torch.cat([has_gradient, *[(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1).float()
-                                          for p in parameters]])
+        flat = flatten_gradients(parameters)
         dist.all_reduce(flat)
-        counts, values = flat[:len(parameters)], flat[len(parameters):]
-        offset = 0
-        for parameter, count in zip(parameters, counts.tolist()):
-            size = parameter.numel()
-            if count > 0:
-                parameter.grad = (values[offset:offset + size] / self.world_size).view_as(parameter).to(parameter.dtype)
-            offset += size
+        unflatten_mean(parameters, flat, self.world_size)
 
     def all_true(self, flag: bool) -> bool:
         """Whether ``flag`` holds on every rank (one rank's NaN makes every rank skip the step)."""
@@ -169,6 +189,92 @@ class Distributed:
 
         return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" \
             else torch.device("cpu")
+
+
+def flatten_gradients(parameters: list[nn.Parameter]) -> torch.Tensor:
+    """One fp32 vector: a has-gradient flag per parameter, then every gradient (zeros where there is none)."""
+    has_gradient = torch.tensor([p.grad is not None for p in parameters], dtype=torch.float32,
+                                device=parameters[0].device)
+    return torch.cat([has_gradient, *[(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1).float()
+                                      for p in parameters]])
+
+
+def unflatten_mean(parameters: list[nn.Parameter], flat: torch.Tensor, world_size: int) -> None:
+    """Write the summed ``flatten_gradients`` vector back as mean gradients; a parameter that had a gradient on no
+    rank keeps ``grad = None``."""
+    counts, values = flat[:len(parameters)], flat[len(parameters):]
+    offset = 0
+    for parameter, count in zip(parameters, counts.tolist()):
+        size = parameter.numel()
+        if count > 0:
+            parameter.grad = (values[offset:offset + size] / world_size).view_as(parameter).to(parameter.dtype)
+        offset += size
+
+
+class GradientBuckets:
+    """One optimiser's parameters in buckets of about ``bucket_bytes``, all-reduced asynchronously during the
+    backward pass as soon as every gradient of a bucket is complete (``register_post_accumulate_grad_hook``).
+
+    Why it cannot deadlock: bucket i starts only after buckets 0…i-1 (so every rank issues them in one order), and
+    leaving the ``with`` block starts every bucket not started yet, filling in zeros for parameters that received no
+    gradient on this rank (with the has-gradient flags of ``average_gradients``).  Every rank therefore issues the
+    same collectives in the same order, whichever modules its backward pass reached.  Only the hooks of the
+    ``with`` block act, so gradients computed elsewhere (another optimiser's backward) start nothing.
+    """
+
+    def __init__(self, parameters: list[nn.Parameter], world_size: int, group, bucket_bytes: int):
+        self.world_size, self.group = world_size, group
+        self.parameter_ids = [id(p) for p in parameters]
+        self.buckets: list[list[nn.Parameter]] = []
+        size = bucket_bytes
+        for parameter in reversed(parameters):  # gradients complete in roughly the reverse order of registration
+            if size + 4 * parameter.numel() > bucket_bytes and (not self.buckets or self.buckets[-1]):
+                self.buckets.append([])
+                size = 0
+            self.buckets[-1].append(parameter)
+            size += 4 * parameter.numel()
+        self.bucket_of = {id(p): i for i, bucket in enumerate(self.buckets) for p in bucket}
+        self.hooks = [p.register_post_accumulate_grad_hook(self._on_gradient) for p in parameters]
+        self.active = False
+
+    def holds(self, parameters: list[nn.Parameter]) -> bool:
+        return self.parameter_ids == [id(p) for p in parameters]
+
+    def remove(self) -> None:
+        for hook in self.hooks:
+            hook.remove()
+
+    def __enter__(self) -> "GradientBuckets":
+        self.complete = [0] * len(self.buckets)
+        self.started: list[tuple[int, torch.Tensor, object]] = []
+        self.active = True
+        return self
+
+    def __exit__(self, error_type, error, traceback) -> None:
+        self.active = False
+        if error_type is not None:  # the backward pass failed: the job ends, nothing to average
+            return
+        while len(self.started) < len(self.buckets):
+            self._start_next()
+        for index, flat, work in self.started:
+            work.wait()
+            unflatten_mean(self.buckets[index], flat, self.world_size)
+
+    def _on_gradient(self, parameter: nn.Parameter) -> None:
+        index = self.bucket_of.get(id(parameter)) if self.active else None
+        if index is None:
+            return
+        self.complete[index] += 1
+        while len(self.started) < len(self.buckets) and \
+                self.complete[len(self.started)] == len(self.buckets[len(self.started)]):
+            self._start_next()
+
+    def _start_next(self) -> None:
+        import torch.distributed as dist
+
+        index = len(self.started)
+        flat = flatten_gradients(self.buckets[index])
+        self.started.append((index, flat, dist.all_reduce(flat, group=self.group, async_op=True)))
 
 
 def shard_batches(order: list[int], batch_size: int, rank: int, world_size: int) -> list[list[int]]:

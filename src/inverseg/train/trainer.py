@@ -78,7 +78,8 @@ class Trainer:
         if train.deterministic:
             torch.use_deterministic_algorithms(True)
         torch.manual_seed(train.seed)
-        self.device = self.dist.start(pick_device(train.device), train.distributed_timeout_minutes)
+        self.device = self.dist.start(pick_device(train.device), train.distributed_timeout_minutes,
+                                      train.gradient_bucket_mb)
 
         self.dataset = open_dataset(config.data, split=config.data.split, augment=True)
         self.spec = self.dataset.spec
