@@ -18,9 +18,9 @@ multiply-adds of the Conv2d / ConvTranspose2d / Linear layers seen during the ea
 fraction of the roofline (both by CPU time, which leaves out the neighbours' share of the cores), and the
 process's peak RSS after the eager warm-up alone and at the end.
 
-    cd benchmarks && OMP_NUM_THREADS=1 ../.venv/bin/python inference_report.py          # the four onnx_speed configs
-    ... inference_report.py --only crn-96x128 --reps 1 --backends eager onnx
-    ... inference_report.py --headline    # one 1024×2048 map: CPU-width CRN and crn-1024p (≈ 25 s per forward)
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/inference_report.py      # the four onnx_speed configs
+    ... benchmarks/inference_report.py --only crn-96x128 --reps 1 --backends eager onnx
+    ... benchmarks/inference_report.py --headline --reps 2   # one 1024×2048 map through two CRNs (slow)
 
 The headline's goal: ``crn-1024p`` within 1.2× of the roofline (``roofline_fraction`` ≥ 0.83).
 """
