@@ -1,4 +1,5 @@
-"""What the train-step benchmarks (``gan_step.py``, ``oasis_step.py``) share: timing and the command line.
+"""What the benchmarks share: train-step timing and the command line (``gan_step.py``, ``oasis_step.py``), peak
+RSS, and the FLOP count and matmul roofline of ``inference_report.py``.
 
 Each configuration runs in its own subprocess so that the peak RSS it reports belongs to it alone.
 """
@@ -7,12 +8,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import resource
+import statistics
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
+from typing import Iterator, Sequence
 
 import torch
+from torch import nn
 
 
 def load_preset(entry: tuple, overrides=()) -> tuple:
@@ -39,6 +45,56 @@ def peak_rss_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
+# The layers whose multiply-adds are the work of a generator; norms, activations and resizes are a few FLOPs per
+# value and left out, as are functional matmuls (LGGAN's class pooling einsum, SIMS's 3×3 transforms: negligible).
+COUNTED_LAYERS = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)
+
+
+def layer_macs(layer: nn.Module, inputs: tuple, output: torch.Tensor) -> int:
+    """Multiply-adds of one call of a ``COUNTED_LAYERS`` layer (bias additions not counted)."""
+    if isinstance(layer, nn.ConvTranspose2d):  # every input value meets out/groups × kernel weights
+        return inputs[0].numel() * (layer.out_channels // layer.groups) * math.prod(layer.kernel_size)
+    if isinstance(layer, nn.Conv2d):  # every output value sums in/groups × kernel products
+        return output.numel() * (layer.in_channels // layer.groups) * math.prod(layer.kernel_size)
+    return output.numel() * layer.in_features
+
+
+@contextmanager
+def count_flops(module: nn.Module) -> Iterator[dict[str, int]]:
+    """``{"flops": n}``, where n grows by 2 × the multiply-adds of every ``COUNTED_LAYERS`` call inside ``module``
+    while the block runs (forward hooks, removed on exit).  Counted from the shapes actually seen, so it holds for
+    whatever the forward does (skipped branches, k outputs, the sampling path of ``Method.sample``)."""
+    tally = {"flops": 0}
+
+    def hook(layer: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+        tally["flops"] += 2 * layer_macs(layer, inputs, output)
+
+    handles = [layer.register_forward_hook(hook) for layer in module.modules() if isinstance(layer, COUNTED_LAYERS)]
+    try:
+        yield tally
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def matmul_gflops(size: int = 2048, reps: int = 3) -> tuple[float, float]:
+    """The roofline a network's GFLOP/s is compared with: fp32 GFLOP/s of a ``size``² matmul at torch's current
+    thread count, median of ``reps`` after a warm-up, by wall and by process CPU time (wall counts the neighbours'
+    share of the cores; CPU time does not)."""
+    generator = torch.Generator().manual_seed(0)
+    left, right = (torch.randn(size, size, generator=generator) for _ in range(2))
+    out = torch.empty(size, size)
+    torch.mm(left, right, out=out)  # warm-up: the BLAS kernel and its packing buffers
+    wall, cpu = [], []
+    for _ in range(reps):
+        start, start_cpu = time.perf_counter(), time.process_time()
+        torch.mm(left, right, out=out)
+        wall.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
+    flops = 2 * size ** 3
+    return flops / statistics.median(wall) / 1e9, flops / max(statistics.median(cpu), 1e-9) / 1e9
+
+
 def main(script: str, doc: str, configs: dict, run_one) -> int:
     """``--one NAME``: ``run_one(NAME)`` here, JSON on stdout; otherwise every configuration in a subprocess of
     ``script``, each result on stderr as it comes, then the JSON list on stdout."""
@@ -51,14 +107,21 @@ def main(script: str, doc: str, configs: dict, run_one) -> int:
     if args.one:
         print(json.dumps(run_one(args.one)))
         return 0
+    results = run_each(script, list(configs), ["--threads", str(args.threads)] if args.threads else [])
+    print(json.dumps(results, indent=1))
+    return 0
+
+
+def run_each(script: str, names: list[str], arguments: Sequence[str] = (), env: dict | None = None) -> list[dict]:
+    """``script --one NAME *arguments`` in a fresh process per name → the JSON each prints last (or its last error
+    line), each also on stderr as it comes."""
     results = []
-    for name in configs:
-        command = [sys.executable, script, "--one", name] + (["--threads", str(args.threads)] if args.threads else [])
-        done = subprocess.run(command, capture_output=True, text=True)
+    for name in names:
+        done = subprocess.run([sys.executable, script, "--one", name, *arguments], capture_output=True, text=True,
+                              env=env)
         if done.returncode:
             results.append({"config": name, "error": done.stderr.strip().splitlines()[-1:]})
         else:
             results.append(json.loads(done.stdout.strip().splitlines()[-1]))
-        print(json.dumps(results[-1]), file=sys.stderr)
-    print(json.dumps(results, indent=1))
-    return 0
+        print(json.dumps(results[-1]), file=sys.stderr, flush=True)
+    return results

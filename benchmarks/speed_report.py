@@ -12,6 +12,9 @@ Make the baseline once from the commit to compare against:
     mkdir -p /work/runs/speed/base && git archive main src | tar -x -C /work/runs/speed/base
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/speed_report.py --baseline /work/runs/speed/base/src \\
         --steps 2 --rounds 2 [--only spade-ngf32 …] [--set train.malloc=retain]
+
+Inference (eager / torch.compile / ONNX against a matmul roofline, and the 1024×2048 CRN headline) is measured by
+``inference_report.py``.
 """
 
 from __future__ import annotations
